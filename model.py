@@ -1,0 +1,491 @@
+"""
+A GPT language model whose attention is one of four kinds, each a small sibling class:
+
+- full:    causal attention over the whole input (baseline).
+- local:   causal attention inside fixed segments of `segment_len`, no memory (baseline).
+- infini:  Infini-attention. Munkhdalai, Faruqui, Gopal, "Leave No Context Behind: Efficient
+           Infinite Context Transformers with Infini-attention", arXiv:2404.07143.
+- dilated: LongNet dilated attention. Ding et al., "LongNet: Scaling Transformers to
+           1,000,000,000 Tokens", arXiv:2307.02486.
+
+Read top to bottom: config, rotary embeddings, the attention kinds, MLP, block, GPT.
+Every kind takes (x, state) and returns (y, new_state), so a long input can be fed in
+several calls while carrying the state, and gives the same result as one call.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTENTION_KINDS = ('full', 'local', 'infini', 'dilated')
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304     # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 8
+    n_embd: int = 1024
+    dropout: float = 0.0
+    bias: bool = False          # bias in Linear and LayerNorm layers
+    attn: str = 'infini'        # one of ATTENTION_KINDS
+    segment_len: int = 2048     # local / infini: attention window and memory-update period
+    mem_update: str = 'linear'  # infini: 'linear' or 'delta'
+    dilated_segments: tuple = (2048, 4096, 8192, 16384, 32768)  # dilated: segment lengths w_i
+    dilated_rates: tuple = (1, 2, 4, 6, 12)                     # dilated: dilation rates r_i
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        # Checkpoints store these as lists; tuples keep the config hashable and comparable.
+        self.dilated_segments = tuple(int(w) for w in self.dilated_segments)
+        self.dilated_rates = tuple(int(r) for r in self.dilated_rates)
+        for problem in self.problems():
+            raise ValueError(problem)
+
+    def problems(self):
+        """Every way this config is invalid, each as a sentence saying what to change."""
+        if self.attn not in ATTENTION_KINDS:
+            yield f"attn={self.attn!r} is not an attention kind; use one of {', '.join(ATTENTION_KINDS)}"
+        for name in ('vocab_size', 'n_layer', 'n_head', 'n_embd', 'segment_len'):
+            if getattr(self, name) < 1:
+                yield f"{name}={getattr(self, name)} must be a positive integer"
+        if self.n_head >= 1 and self.n_embd % self.n_head != 0:
+            yield f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+        elif self.n_head >= 1 and (self.n_embd // self.n_head) % 2 != 0:
+            yield f"head size n_embd/n_head={self.n_embd // self.n_head} must be even for rotary embeddings"
+        if self.mem_update not in ('linear', 'delta'):
+            yield f"mem_update={self.mem_update!r} must be 'linear' or 'delta'"
+        if not 0.0 <= self.dropout < 1.0:
+            yield f"dropout={self.dropout} must be in [0, 1)"
+        if self.attn == 'dilated':
+            w, r = self.dilated_segments, self.dilated_rates
+            if len(w) == 0 or len(w) != len(r):
+                yield (f"dilated_segments {w} and dilated_rates {r} must be non-empty and of the same length "
+                       f"(one rate per segment length)")
+            elif any(b <= a for a, b in zip(w, w[1:])) or any(b < a for a, b in zip(r, r[1:])):
+                yield f"dilated_segments {w} must increase and dilated_rates {r} must not decrease"
+            elif r[0] != 1:
+                yield f"dilated_rates must start at 1 (got {r}) so that every token is covered by some pattern"
+            elif any(ri < 1 or ri > wi for wi, ri in zip(w, r)):
+                yield f"each dilated rate must be between 1 and its segment length; got w={w}, r={r}"
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotary position embeddings (RoPE), rotating the two halves of each head's vector.
+
+def rope(x, positions, base):
+    """Rotate x (..., T, D) by the angles positions (T,) * base^(-2i/D)."""
+    half = x.size(-1) // 2
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)
+    angles = positions.to(torch.float64)[:, None] * inv_freq  # float64: exact even at 1M positions
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def causal_attention(q, k, v, q_offset=0):
+    """softmax(Q Kᵀ / √d) V where query i sits at key position q_offset + i and sees keys <= it."""
+    if q_offset == 0 and q.size(-2) == k.size(-2):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # SDPA's is_causal aligns the mask top-left; with cached keys in front we need an explicit one.
+    visible = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril(q_offset)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+
+
+class AttentionBase(nn.Module):
+    """Q/K/V and output projections shared by every kind; subclasses define `attend`."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.n_head, self.head_size = config.n_head, config.head_size
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused Q, K, V
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, state=None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        y, state = self.attend(q, k, v, state)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), state
+
+
+# ----------------------------------------------------------------------------------------------
+# full and local attention. Their streaming state is a cache of the keys/values (before RoPE)
+# of the window the next token still sees: everything for full, the unfinished segment for local.
+
+class KVCache(NamedTuple):
+    k: torch.Tensor  # (B, H, t, D), before RoPE
+    v: torch.Tensor
+
+
+def extend_cache(cache, k, v):
+    if cache is None:
+        return KVCache(k, v)
+    return KVCache(torch.cat((cache.k, k), dim=2), torch.cat((cache.v, v), dim=2))
+
+
+class FullAttention(AttentionBase):
+    def attend(self, q, k, v, state):
+        cache = extend_cache(state, k, v)
+        t0 = cache.k.size(2) - k.size(2)  # tokens seen before this call
+        positions = torch.arange(cache.k.size(2), device=q.device)
+        q = rope(q, positions[t0:], self.config.rope_base)
+        y = causal_attention(q, rope(cache.k, positions, self.config.rope_base), cache.v, q_offset=t0)
+        return y, cache
+
+
+class LocalAttention(AttentionBase):
+    """Causal attention inside segments of segment_len. Subclassed by InfiniAttention, which adds memory."""
+
+    def attend(self, q, k, v, state):
+        S, T = self.config.segment_len, q.size(2)
+        memory, cache = self.unpack(state, q)
+        outputs = []
+        if cache is not None:
+            # The previous call ended mid-segment: finish that segment first, its keys/values cached.
+            n = min(T, S - cache.k.size(2))
+            cache = extend_cache(cache, k[:, :, :n], v[:, :, :n])
+            outputs.append(self.attend_partial_segment(q[:, :, :n], cache, memory))
+            if cache.k.size(2) == S:
+                memory, cache = self.update_memory(memory, cache.k[:, :, None], cache.v[:, :, None]), None
+            q, k, v = q[:, :, n:], k[:, :, n:], v[:, :, n:]
+        if q.size(2) > 0:
+            y, memory, cache = self.attend_segments(q, k, v, memory)
+            outputs.append(y)
+        return torch.cat(outputs, dim=2), self.pack(memory, cache)
+
+    def attend_segments(self, q, k, v, memory):
+        """All segments of a segment-aligned input at once; returns (y, memory, cache of the unfinished tail)."""
+        S, (B, H, T, D) = self.config.segment_len, q.shape
+        n_full, n_seg = T // S, -(-T // S)
+        cache = KVCache(k[:, :, n_full * S:], v[:, :, n_full * S:]) if T % S else None
+        if T % S:  # pad the last segment; causality keeps the padding out of every real row
+            q, k, v = (F.pad(t, (0, 0, 0, n_seg * S - T)) for t in (q, k, v))
+        # Fold segments into the batch: (B, H, n, S, D), one SDPA call for all of them.
+        q, k, v = (t.view(B, H, n_seg, S, D) for t in (q, k, v))
+        y, memory = self.attend_folded(q, k, v, memory, n_full)
+        return y.reshape(B, H, n_seg * S, D)[:, :, :T], memory, cache
+
+    def local_attention(self, q, k, v, q_offset=0):
+        # Positions restart at 0 in every segment (see the comment in InfiniAttention).
+        positions = torch.arange(k.size(-2), device=q.device)
+        q = rope(q, positions[q_offset:], self.config.rope_base)
+        return causal_attention(q, rope(k, positions, self.config.rope_base), v, q_offset)
+
+    def attend_folded(self, q, k, v, memory, n_full):
+        return self.local_attention(q, k, v), memory
+
+    def attend_partial_segment(self, q, cache, memory):
+        return self.local_attention(q, cache.k, cache.v, q_offset=cache.k.size(2) - q.size(2))
+
+    # local attention keeps no memory; InfiniAttention overrides these three.
+    def unpack(self, state, q):
+        return None, state
+
+    def pack(self, memory, cache):
+        return cache
+
+    def update_memory(self, memory, k, v):
+        return memory
+
+
+# ----------------------------------------------------------------------------------------------
+# Infini-attention (arXiv:2404.07143, section 2.1). Per head, for segment s with σ(x) = ELU(x) + 1:
+#   A_dot = softmax(Q Kᵀ / √d) V, causal inside the segment                       (eq. 1-2 setup)
+#   A_mem = σ(Q) M_{s-1} / (σ(Q) z_{s-1})                                         (eq. 3)
+#   linear: M_s = M_{s-1} + σ(K)ᵀ V,   z_s = z_{s-1} + Σ_t σ(K_t)                  (eq. 4)
+#   delta:  M_s = M_{s-1} + σ(K)ᵀ (V - σ(K) M_{s-1} / (σ(K) z_{s-1}))             (eq. 5)
+#   A = sigmoid(β) ⊙ A_mem + (1 - sigmoid(β)) ⊙ A_dot                              (eq. 6)
+
+class Memory(NamedTuple):
+    M: torch.Tensor  # (B, H, D, D) float32: Σ σ(K)ᵀ V over past segments
+    z: torch.Tensor  # (B, H, D)    float32: Σ σ(K) over past segments
+
+
+class InfiniState(NamedTuple):
+    memory: Memory
+    cache: Optional[KVCache]  # keys/values of the unfinished segment, None at a segment boundary
+
+
+def sigma(x):
+    return F.elu(x) + 1
+
+
+def fp32(x):
+    """x in float32, or float64 if it already is (the tests compare against float64 references)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def memory_retrieve(sq, memory_M, memory_z):
+    """σ(Q) M / (σ(Q) z), eq. 3. Empty memory (z = 0, hence M = 0) reads as 0, never 0/0."""
+    numerator = sq @ memory_M                           # (..., T, D) @ (..., D, D)
+    denominator = sq @ memory_z.unsqueeze(-1)           # (..., T, 1); > 0 unless z = 0, as σ > 0
+    return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+
+
+def memory_update(memory, sk, v, rule):
+    """One segment's update of (M, z): eq. 4 (linear) or eq. 5 (delta). sk = σ(K), all float32."""
+    if rule == 'delta':  # store only what the memory cannot already retrieve for these keys
+        v = v - memory_retrieve(sk, memory.M, memory.z)
+    return Memory(memory.M + sk.transpose(-1, -2) @ v, memory.z + sk.sum(-2))
+
+
+class InfiniAttention(LocalAttention):
+    # Positions: the paper puts no positional encoding on the memory's Q/K (it is applied only after
+    # the memory read and update), so σ(Q), σ(K) here are un-rotated; RoPE rotates Q/K for the local
+    # dot-product attention only, with positions restarting at 0 in each segment (our choice, not the
+    # paper's: a model trained on 5K-token inputs then runs at 1M without seeing a position >= segment_len).
+    # Precision: M and z accumulate in float32 even under bf16 autocast (bf16 sums overflow to inf).
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.gate = nn.Parameter(torch.zeros(config.n_head))  # β per head; 0 = an even mix of memory and local
+
+    def attend_folded(self, q, k, v, memory, n_full):
+        # q, k, v: (B, H, n, S, D), n segments of which the first n_full are complete.
+        a_dot = self.local_attention(q, k, v)
+        with torch.autocast(q.device.type, enabled=False):
+            sq, sk, vf = sigma(fp32(q)), sigma(fp32(k[:, :, :n_full])), fp32(v[:, :, :n_full])
+            if self.config.mem_update == 'linear':
+                # Fast path: the memory segment s reads is M_0 plus the exclusive prefix sum over segments of
+                # the per-segment updates σ(K_j)ᵀ V_j (and Σ σ(K_j) for z): one cumsum, no loop over segments.
+                updates_M = torch.cumsum(sk.transpose(-1, -2) @ vf, dim=2)     # (B, H, n_full, D, D)
+                updates_z = torch.cumsum(sk.sum(-2), dim=2)                    # (B, H, n_full, D)
+                past_M = torch.cat((torch.zeros_like(memory.M[:, :, None]), updates_M), 2) + memory.M[:, :, None]
+                past_z = torch.cat((torch.zeros_like(memory.z[:, :, None]), updates_z), 2) + memory.z[:, :, None]
+            else:
+                # delta's update depends on the memory before it: a scan over segments (batched matmuls).
+                past = [memory]
+                for s in range(n_full):
+                    past.append(memory_update(past[-1], sk[:, :, s], vf[:, :, s], 'delta'))
+                past_M, past_z = torch.stack([m.M for m in past], 2), torch.stack([m.z for m in past], 2)
+            n_seg = q.size(2)  # a trailing unfinished segment reads the memory of all complete ones
+            a_mem = memory_retrieve(sq, past_M[:, :, :n_seg], past_z[:, :, :n_seg])
+        y = self.mix(a_mem, a_dot)
+        return y, Memory(past_M[:, :, n_full], past_z[:, :, n_full])
+
+    def attend_partial_segment(self, q, cache, memory):
+        a_dot = super().attend_partial_segment(q, cache, memory)
+        with torch.autocast(q.device.type, enabled=False):
+            a_mem = memory_retrieve(sigma(fp32(q)), memory.M, memory.z)
+        return self.mix(a_mem, a_dot)
+
+    def mix(self, a_mem, a_dot):
+        g = torch.sigmoid(self.gate).view(-1, *([1] * (a_dot.dim() - 2)))  # broadcast over (H, ..., T, D)
+        return (g * a_mem + (1 - g) * fp32(a_dot)).to(a_dot.dtype)
+
+    def update_memory(self, memory, k, v):
+        # k, v: (B, H, 1, S, D), one complete segment
+        with torch.autocast(k.device.type, enabled=False):
+            return memory_update(memory, sigma(fp32(k[:, :, 0])), fp32(v[:, :, 0]), self.config.mem_update)
+
+    def unpack(self, state, q):
+        if state is None:  # empty memory
+            B, H, _, D = q.shape
+            zeros = fp32(q.new_zeros(B, H, D, D))
+            return Memory(zeros, zeros[..., 0]), None
+        return state.memory, state.cache
+
+    def pack(self, memory, cache):
+        return InfiniState(memory, cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# LongNet dilated attention (arXiv:2307.02486, section 2.2). For each pattern (w_i, r_i): split the
+# sequence into segments of w_i, keep the rows at positions ≡ offset (mod r_i) inside each segment,
+# with a head-dependent offset (head h uses h mod r_i), and attend densely and causally among the kept
+# rows. Patterns are mixed per row by their softmax denominators s_i (eq. 10):
+#   O = Σ_i s_i O_i / Σ_j s_j = Σ_i softmax_i(lse_i) O_i,   lse_i = log s_i,
+# and a pattern that does not cover a row adds nothing to it. The gradient flows through the mixing
+# weights too (the official code detaches them, which biases its gradient).
+# Equivalently, O is ONE softmax attention where key j has weight c_ij·exp(q_i·k_j/√d), c_ij being the
+# number of patterns that cover both i and j; the tests use that as their reference.
+#
+# Rates that do not divide w (the paper's 6 and 12 with w = 2^k): each segment is padded to a multiple
+# of r and the padding masked out, so the paper's language-model schedule runs as published.
+
+class DilatedAttention(AttentionBase):
+    """Streaming state: the keys/values since the last multiple of the window L = lcm(w_i), before RoPE
+    (every pattern's segments restart there). A call recomputes the rows of that window it was handed."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.window = math.lcm(*config.dilated_segments)
+
+    def attend(self, q, k, v, state):
+        cache = extend_cache(state, k, v)
+        t0, T = cache.k.size(2) - q.size(2), cache.k.size(2)
+        if t0 > 0:  # pad the queries with placeholders for the cached rows, then drop those outputs
+            q = torch.cat((q.new_zeros(*q.shape[:2], t0, q.size(3)), q), dim=2)
+        # RoPE positions restart with each window (scores depend only on i - j inside a window).
+        positions = torch.arange(T, device=q.device) % self.window
+        q, k = rope(q, positions, self.config.rope_base), rope(cache.k, positions, self.config.rope_base)
+        y = dilated_attention(q, k, cache.v, self.config.dilated_segments, self.config.dilated_rates)
+        keep = (T // self.window) * self.window  # the finished windows never matter again
+        return y[:, :, t0:], KVCache(cache.k[:, :, keep:], cache.v[:, :, keep:])
+
+
+def dilated_attention(q, k, v, segments, rates):
+    """q, k, v (B, H, T, D) already rotated; returns (B, H, T, D). Every row is covered since rates[0] = 1."""
+    outputs, lses = [], []
+    for w, r in zip(segments, rates):
+        o, lse = dilated_pattern(q, k, v, min(w, q.size(2)), r)  # clip w to the sequence length
+        outputs.append(o)
+        lses.append(lse)
+    weights = torch.softmax(torch.stack(lses), dim=0)  # softmax_i(lse_i) = s_i / Σ_j s_j, -inf -> weight 0
+    return (weights.unsqueeze(-1) * torch.stack(outputs)).sum(0).to(q.dtype)
+
+
+def dilated_pattern(q, k, v, w, r):
+    """One pattern (w, r): returns each row's output O_i and its log-denominator lse_i, zero and -inf
+    on rows the pattern does not cover. Exactly differentiable, including through lse."""
+    B, H, T, D = q.shape
+    n_seg = -(-T // w)
+    m = -(-w // r)  # kept rows per segment and head (padded: r need not divide w)
+    # Row j of head h in a segment sits at offset (h mod r) + j·r; those >= w or >= T are padding.
+    offsets = torch.arange(H, device=q.device) % r
+    rows = offsets[:, None] + r * torch.arange(m, device=q.device)                         # (H, m)
+    index = torch.arange(n_seg, device=q.device)[None, :, None] * w + rows[:, None, :]        # (H, n_seg, m)
+    valid = (rows[:, None] < w) & (index < T)                                                     # (H, n_seg, m)
+    index = torch.where(valid, index, 0).reshape(H, n_seg * m)
+    gather = lambda t: t.gather(2, index[None, :, :, None].expand(B, H, -1, D)).view(B, H, n_seg, m, D)
+    qs, ks, vs = gather(q), gather(k), gather(v)
+    # Dense causal attention among the kept rows (kept rows are in position order, so causal = j <= i).
+    scores = fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(D)                            # (B, H, n_seg, m, m)
+    # Padding rows may see only themselves, so that no row is all -inf (0/0); they are dropped below.
+    causal = torch.ones(m, m, dtype=torch.bool, device=q.device).tril()
+    allowed = causal & (valid[:, :, None, :] | torch.eye(m, dtype=torch.bool, device=q.device))
+    scores = scores.masked_fill(~allowed, float('-inf'))
+    lse = torch.logsumexp(scores, dim=-1)                                                   # (B, H, n_seg, m)
+    o = torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs
+    # Scatter back to sequence positions; uncovered rows keep O = 0 and lse = -inf.
+    lse = torch.where(valid, lse, float('-inf')).reshape(B, H, n_seg * m)
+    index = torch.where(valid.reshape(H, -1), index, T)  # padding goes to a dropped extra row
+    out = q.new_zeros(B, H, T + 1, D, dtype=o.dtype).scatter(2, index[None, :, :, None].expand(B, H, -1, D),
+                                                            o.reshape(B, H, n_seg * m, D))
+    out_lse = lse.new_full((B, H, T + 1), float('-inf')).scatter(2, index[None].expand(B, H, -1), lse)
+    return out[:, :, :T], out_lse[:, :, :T]
+
+
+ATTENTION = {'full': FullAttention, 'local': LocalAttention, 'infini': InfiniAttention, 'dilated': DilatedAttention}
+
+
+# ----------------------------------------------------------------------------------------------
+# The transformer.
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; it does not know which attention kind it holds."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = ATTENTION[config.attn](config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, state=None):
+        a, state = self.attn(self.ln_1(x), state)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), state
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # no position table: RoPE in attention
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled init of residual projections, as GPT-2
+            if name.endswith('c_proj.weight'):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx, targets=None, state=None, last_logits=None):
+        """Returns (logits, loss, state). `state` carries memory/caches between calls (None = empty);
+        targets of -1 are ignored; last_logits=k runs the LM head on the last k positions only."""
+        x = self.drop(self.wte(idx))
+        state = state if state is not None else [None] * len(self.blocks)
+        new_state = []
+        for block, layer_state in zip(self.blocks, state):
+            x, layer_state = block(x, layer_state)
+            new_state.append(layer_state)
+        x = self.ln_f(x)
+        if targets is not None:
+            logits = self.lm_head(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+            return logits, loss, new_state
+        if last_logits is not None:
+            x = x[:, x.size(1) - last_logits:]
+        return self.lm_head(x), None, new_state
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def configure_optimizers(self, weight_decay, learning_rate, gate_lr, betas, device_type):
+        """AdamW; decay matrices only. The Infini gates get their own lr and no decay: with the common
+        lr and decay they stay frozen near sigmoid(0) = 0.5 (seen in Hugging Face's reproduction)."""
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        gates = [p for n, p in params.items() if n.endswith('.gate')]
+        decay = [p for n, p in params.items() if p.dim() >= 2]
+        no_decay = [p for n, p in params.items() if p.dim() < 2 and not n.endswith('.gate')]
+        groups = [{'params': decay, 'weight_decay': weight_decay, 'lr_scale': 1.0},
+                  {'params': no_decay, 'weight_decay': 0.0, 'lr_scale': 1.0}]
+        if gates:
+            groups.append({'params': gates, 'weight_decay': 0.0, 'lr_scale': gate_lr / learning_rate})
+        for g in groups:
+            g['lr'] = learning_rate * g['lr_scale']
+        fused = device_type == 'cuda'
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    def attention_flops_per_token(self, seq_len):
+        """Forward matmul FLOPs of attention scores and weighted sums per token, all layers, causal-counted."""
+        c, T = self.config, seq_len
+        if c.attn == 'full':
+            keys = T / 2
+        elif c.attn in ('local', 'infini'):
+            keys = min(c.segment_len, T) / 2
+        else:  # each head keeps 1/r of the rows, each seeing about (w/r)/2 keys
+            keys = sum(min(w, T) / r / r / 2 for w, r in zip(c.dilated_segments, c.dilated_rates))
+        flops = 2 * 2 * keys * c.n_embd
+        if c.attn == 'infini':  # memory read σ(Q)M and update σ(K)ᵀV, D×D per head and token
+            flops += 2 * 2 * c.n_embd * c.head_size
+        return c.n_layer * flops
+
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token: 6 per parameter (forward + backward) plus 3x the attention's forward."""
+        return 6 * self.num_params() + 3 * self.attention_flops_per_token(seq_len)
+
+    def estimate_mfu(self, tokens_per_second, peak_flops, seq_len):
+        """Model FLOPs utilisation: achieved training FLOP/s over the device's peak (e.g. 989e12, H100 bf16)."""
+        return self.flops_per_token(seq_len) * tokens_per_second / peak_flops
