@@ -1,0 +1,304 @@
+"""train.py end to end on CPU with tiny models: loss falls, exact resume, DDP, atomic checkpoints, clear errors.
+Each run is in-process through train.main(argv) (a subprocess only for torchrun); data is written to tmp_path."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = "the cat sat on a mat and the dog ran far away from home while the birds sang".split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine torch's worker threads make each step
+    ~100x slower (measured: 8 ms vs 1 s). Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny byte-level corpus in the CONTRACTS format: 6 books per split of a few thousand bytes each."""
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split in ("train", "validation", "test"):
+        books = [np.array(list((" ".join(rng.choice(WORDS, size=600)) + ".").encode()) + [0], dtype=np.uint16)
+                 for _ in range(6)]
+        np.concatenate(books).tofile(d / f"{split}.bin")
+        np.save(d / f"{split}_books.npy", np.cumsum([0] + [len(b) for b in books]).astype(np.int64))
+    (d / "meta.json").write_text(json.dumps({"tokenizer": "byte", "vocab_size": 256, "eot": 0, "source": "test",
+                                             "splits": {}}))
+    return str(d)
+
+
+def tiny(data_dir, out_dir, *extra):
+    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--n_layer=2", "--n_head=2", "--n_embd=32",
+            "--segment_len=16", "--seq_len=64", "--batch_size=4", "--max_iters=20", "--eval_interval=10",
+            "--eval_iters=2", "--warmup_iters=2", "--learning_rate=3e-3", "--min_lr=3e-4", *extra]
+
+
+def losses(out_dir):
+    rows = [json.loads(line) for line in open(os.path.join(out_dir, "log.jsonl"))]
+    return [(r["iter"], r.get("loss"), r.get("val_loss")) for r in rows]
+
+
+@pytest.mark.parametrize("attn", ["infini", "local", "dilated"])
+def test_twenty_cpu_steps_lower_the_loss(data_dir, tmp_path, attn):
+    extra = ["--dilated_segments=(16, 32, 64)", "--dilated_rates=(1, 2, 4)"] if attn == "dilated" else []
+    result = train.main(tiny(data_dir, tmp_path, f"--attn={attn}", *extra))
+    rows = losses(tmp_path)
+    train_losses = [loss for _, loss, _ in rows if loss is not None]
+    val_losses = [val for _, _, val in rows if val is not None]
+    assert len(train_losses) == 20 and len(val_losses) == 3  # evals at steps 0, 10, 20
+    assert np.mean(train_losses[-5:]) < train_losses[0] - 0.5
+    assert val_losses[-1] < val_losses[0] - 0.5
+    assert result["checkpoint"] == os.path.join(tmp_path, "ckpt.pt") and result["iter_num"] == 20
+    header = open(tmp_path / "log.csv").readline().strip().split(",")
+    assert header[:3] == ["iter", "loss", "val_loss"]
+    # the checkpoint holds what passkey/sample/eval need, and loads with weights_only=True
+    model, ckpt = load_model(result["checkpoint"])
+    assert ckpt["tokenizer"] == "byte" and ckpt["model_args"]["attn"] == attn and ckpt["iter_num"] == 20
+    assert ckpt["config"]["seq_len"] == 64 and model.config.n_layer == 2
+
+
+def test_gate_parameters_get_gate_lr_and_no_weight_decay(data_dir, tmp_path):
+    train.main(tiny(data_dir, tmp_path, "--max_iters=2", "--gate_lr=0.05", "--learning_rate=1e-3"))
+    ckpt = load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))
+    groups = ckpt["optimizer"]["param_groups"]
+    gate_groups = [g for g in groups if g["lr_scale"] != 1.0]
+    assert len(gate_groups) == 1 and gate_groups[0]["weight_decay"] == 0.0
+    assert gate_groups[0]["lr_scale"] == pytest.approx(50.0)
+    assert len(gate_groups[0]["params"]) == 2  # one β vector per layer
+
+
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one_bit_for_bit(data_dir, tmp_path, monkeypatch):
+    args = ["--max_iters=10", "--lr_decay_iters=10", "--eval_interval=4", "--dropout=0.1"]  # dropout: RNG resumes too
+    train.main(tiny(data_dir, tmp_path / "straight", *args))
+
+    # Ctrl-C during step 5: the step finishes, a checkpoint is written at step 6, the run exits with 128 + SIGINT.
+    real_get_lr = train.get_lr
+
+    def get_lr_then_ctrl_c(it, cfg):
+        if it == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_get_lr(it, cfg)
+
+    monkeypatch.setattr(train, "get_lr", get_lr_then_ctrl_c)
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(data_dir, tmp_path / "split", *args))
+    assert e.value.code == 128 + signal.SIGINT
+    assert load_checkpoint(os.path.join(tmp_path, "split", "ckpt.pt"))["iter_num"] == 6
+    monkeypatch.setattr(train, "get_lr", real_get_lr)
+    assert signal.getsignal(signal.SIGINT) is handler_before  # train.py put the handler back
+
+    train.main(tiny(data_dir, tmp_path / "split", *args, "--init_from=resume"))
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")  # exact equality: same floats
+
+
+def test_resume_after_a_finished_run_continues_to_a_larger_max_iters(data_dir, tmp_path):
+    args = ["--lr_decay_iters=8", "--eval_interval=4"]
+    train.main(tiny(data_dir, tmp_path / "straight", *args, "--max_iters=8"))
+    train.main(tiny(data_dir, tmp_path / "split", *args, "--max_iters=4"))
+    train.main(tiny(data_dir, tmp_path / "split", *args, "--max_iters=8", "--init_from=resume"))
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+
+
+def torchrun(out_dir, data_dir, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(REPO, "train.py"), *tiny(data_dir, out_dir, "--gradient_accumulation_steps=2",
+                                                  "--eval_interval=2", "--lr_decay_iters=4", *extra)]
+    proc = subprocess.run(cmd, env=env, cwd=out_dir.parent, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_two_process_gloo_ddp_run_and_its_exact_resume(data_dir, tmp_path):
+    out = torchrun(tmp_path / "straight", data_dir, "--max_iters=4")
+    assert "2 processes" in out and out.count("done: 4 steps") == 1  # rank 0 alone reports
+    ckpt = load_checkpoint(os.path.join(tmp_path, "straight", "ckpt.pt"))
+    assert ckpt["iter_num"] == 4 and len(ckpt["data_rng"]) == 2  # each rank's window generator, for resume
+    assert not torch.equal(ckpt["data_rng"][0], ckpt["data_rng"][1])
+    assert all(np.isfinite(loss) for _, loss, _ in losses(tmp_path / "straight") if loss is not None)
+    # 2 steps, then resume to 4: every rank continues its own windows, so the losses are the same floats
+    torchrun(tmp_path / "split", data_dir, "--max_iters=2")
+    torchrun(tmp_path / "split", data_dir, "--max_iters=4", "--init_from=resume")
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+
+
+def test_two_process_sequence_parallel_run_matches_one_process(data_dir, tmp_path):
+    # seq_parallel=2: both processes hold halves of the same windows (drawn with the single process's seed), so the
+    # logged train and val losses are those of one process training on whole windows, up to float32 rounding
+    args = ["--attn=infini", "--max_iters=5"]
+    out = torchrun(tmp_path / "seqpar", data_dir, "--seq_parallel=2", *args)
+    assert "2 per window" in out and out.count("done: 5 steps") == 1
+    train.main(tiny(data_dir, tmp_path / "single", "--gradient_accumulation_steps=2", "--eval_interval=2",
+                    "--lr_decay_iters=4", *args))
+    seqpar, single = losses(tmp_path / "seqpar"), losses(tmp_path / "single")
+    assert [r[0] for r in seqpar] == [r[0] for r in single] and len(seqpar) == 6
+    for (_, *a), (_, *b) in zip(seqpar, single):
+        for u, v in zip(a, b):
+            assert (u is None) == (v is None)
+            assert u is None or (np.isfinite(u) and abs(u - v) < 1e-5), (seqpar, single)
+
+
+def test_gradient_accumulation_steps_must_split_over_processes(data_dir, tmp_path, monkeypatch):
+    # checked before the process group starts, so no second process is needed to see the message
+    monkeypatch.setattr(train.dist, "init_process_group", lambda **kw: None)
+    monkeypatch.setattr(train.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(train.dist, "get_world_size", lambda: 2)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="gradient_accumulation_steps=3 is the total over all 2 processes"):
+        train.main(tiny(data_dir, tmp_path, "--gradient_accumulation_steps=3"))
+
+
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
+    train.main(tiny(data_dir, tmp_path, "--max_iters=4"))
+    path = os.path.join(tmp_path, "ckpt.pt")
+    before = load_checkpoint(path)
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):  # a full disk in the middle of the write
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(data_dir, tmp_path, "--max_iters=8", "--eval_interval=2", "--init_from=resume"))
+    message = str(e.value.code)
+    assert message.startswith(f"error: could not write checkpoint {path}: ") and "No space left on device" in message
+    assert "previous checkpoint is intact" in message
+    monkeypatch.setattr(torch, "save", real_save)
+    after = load_checkpoint(path)
+    assert after["iter_num"] == before["iter_num"] == 4
+    assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt", "log.csv", "log.jsonl"]  # no temp file left behind
+
+
+def test_save_checkpoint_is_atomic_and_loads_with_weights_only(tmp_path):
+    path = str(tmp_path / "c.pt")
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "model_args": {"n_layer": 1}, "rng": (1, [2, 3], None)})
+    ckpt = load_checkpoint(path)
+    assert torch.equal(ckpt["model"]["w"], torch.ones(2)) and ckpt["rng"] == (1, [2, 3], None)
+    with pytest.raises(CheckpointError, match="could not write checkpoint"):
+        save_checkpoint(str(tmp_path / "no_such_dir" / "c.pt"), {"model": {}})
+
+
+def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "nope.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="could not read checkpoint"):
+        load_checkpoint(str(tmp_path / "junk.pt"))
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(data_dir, tmp_path):
+    train.main(tiny(data_dir, tmp_path / "a", "--max_iters=2"))
+    ckpt_path = os.path.join(tmp_path, "a", "ckpt.pt")
+    # fine-tuning (weights only) into a deeper model
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(data_dir, tmp_path / "b", "--n_layer=3", f"--init_from={ckpt_path}"))
+    assert str(e.value.code) == (f"error: checkpoint {ckpt_path} holds another architecture "
+                                 f"(n_layer: checkpoint 2, model 3)")
+    # resuming with a config of another kind
+    with pytest.raises(SystemExit, match=r"error: cannot resume from .*attn: checkpoint 'infini', config 'local'"):
+        train.main(tiny(data_dir, tmp_path / "a", "--attn=local", "--init_from=resume"))
+    # a missing checkpoint
+    with pytest.raises(SystemExit, match=r"error: checkpoint .*missing.pt not found"):
+        train.main(tiny(data_dir, tmp_path / "c", f"--init_from={tmp_path / 'missing.pt'}"))
+    # load_model on a checkpoint whose weights do not fit its own model_args
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["model_args"]["n_embd"] = 64
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"holds another architecture \(size mismatch for wte.weight"):
+        load_model(str(tmp_path / "bad.pt"))
+    ckpt["model_args"]["attn"] = "gca_v9"
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="cannot be built by this model.py: attn='gca_v9'"):
+        load_model(str(tmp_path / "bad.pt"))
+
+
+def test_fine_tuning_starts_from_the_weights_with_a_fresh_optimizer(data_dir, tmp_path):
+    train.main(tiny(data_dir, tmp_path / "pre", "--max_iters=6"))
+    pre = os.path.join(tmp_path, "pre", "ckpt.pt")
+    result = train.main(tiny(data_dir, tmp_path / "ft", "--max_iters=2", f"--init_from={pre}", "--dropout=0.1"))
+    ft = load_checkpoint(result["checkpoint"])
+    assert ft["iter_num"] == 2 and ft["model_args"]["dropout"] == 0.1
+    assert all(int(s["step"]) == 2 for s in ft["optimizer"]["state"].values())  # fresh AdamW: 2 steps, not 8
+    # starts from the trained weights: its first val loss is the pretrained run's last (same val windows)
+    assert losses(tmp_path / "ft")[0][2] == losses(tmp_path / "pre")[-1][2]
+    with pytest.raises(SystemExit, match="would overwrite it"):
+        train.main(tiny(data_dir, tmp_path / "pre", f"--init_from={pre}"))
+
+
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(data_dir, tmp_path):
+    train.main(tiny(data_dir, tmp_path, "--max_iters=4"))
+    # an infinite learning rate turns every weight into inf/nan in one step: step 4 is fine, step 5 is nan
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(data_dir, tmp_path, "--max_iters=8", "--eval_interval=100", "--learning_rate=1e999",
+                        "--init_from=resume"))
+    message = str(e.value.code)
+    ckpt_path = os.path.join(tmp_path, "ckpt.pt")
+    assert message.startswith("error: training loss is nan at step 5")
+    assert f"Last good checkpoint: {ckpt_path} (step 4)" in message
+    assert load_checkpoint(ckpt_path)["iter_num"] == 4  # nothing was saved after the blow-up
+
+
+def test_unwritable_out_dir_is_one_line(data_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(data_dir, blocker / "out"))
+    assert str(e.value.code).startswith(f"error: cannot write to out_dir='{blocker / 'out'}'")
+
+
+def test_missing_data_dir_names_the_prepare_command(tmp_path):
+    with pytest.raises(SystemExit, match="prepare.py"):
+        train.main(tiny(tmp_path / "no_data", tmp_path / "out"))
+
+
+def test_loss_plot_without_matplotlib_is_one_warning(tmp_path, monkeypatch, capsys):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert train.plot_losses([{"iter": 0, "loss": 5.0, "val_loss": 5.1}], str(tmp_path / "loss.png"), "t") is None
+    assert capsys.readouterr().out.count("warning: matplotlib is not installed") == 1
+    assert not (tmp_path / "loss.png").exists()
+
+
+def test_loss_plot_with_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [{"iter": 0, "loss": 5.0, "val_loss": 5.1}, {"iter": 1, "loss": 4.0}, {"iter": 2, "val_loss": 3.5}]
+    path = train.plot_losses(rows, str(tmp_path / "loss.png"), "tiny")
+    assert path and open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_passkey_fine_tuning_uses_generated_examples_in_the_checkpoints_tokenizer(data_dir, tmp_path):
+    train.main(tiny(data_dir, tmp_path / "pre", "--max_iters=2"))
+    pre = os.path.join(tmp_path, "pre", "ckpt.pt")
+    ft = ["--dataset=passkey", f"--init_from={pre}", "--eval_interval=2"]
+    result = train.main(tiny("unused", tmp_path / "ft", *ft, "--max_iters=2", "--seq_len=512"))
+    assert result["iter_num"] == 2 and np.isfinite(result["val_loss"])
+    with pytest.raises(SystemExit, match=r"^error: seq_len=64 is too short for a passkey example"):
+        train.main(tiny("unused", tmp_path / "ft2", *ft))
+    with pytest.raises(SystemExit, match=r"^error: dataset='passkey' fine-tunes a pretrained model"):
+        train.main(tiny("unused", tmp_path / "ft3", "--dataset=passkey"))
