@@ -1,0 +1,392 @@
+"""
+Passkey retrieval: find a 1-5 digit number hidden at some depth of up to a million tokens of filler text.
+
+The task of Mohtashami & Jaggi, "Landmark Attention: Random-Access Infinite Context Length for Transformers"
+(arXiv:2305.16300), as "Leave No Context Behind: Efficient Infinite Context Transformers with Infini-attention"
+(Munkhdalai et al., arXiv:2404.07143) gives it in its Appendix B and uses it in Table 3:
+
+    There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz
+    you about the important information there. The grass is green. The sky is blue. The sun is yellow. Here we
+    go. There and back again. (... repeated ...) The pass key is 9054. Remember it. 9054 is the pass key.
+    The grass is green. (... repeated ...) What is the pass key? The pass key is
+
+    python passkey.py --ckpt out-tiny-synthetic/ckpt.pt --len 1M                 # start, middle and end
+    python passkey.py --ckpt out-pg19-infini/ckpt.pt --lens 32K,128K,256K,512K,1M --trials 10 --json pk.json
+
+Two scores per length x depth (both over --trials random keys 1..50000, as Landmark's test):
+- exact match: the greedy continuation's first number equals the key;
+- token accuracy: teacher-forced, the fraction of the answer's tokens (" N" tokenized) whose argmax, given the
+  prompt and the answer's earlier tokens, is the true token. It moves before exact match does.
+Start, middle and end are reported separately because only start and middle test the memory: when the key lies
+in the last segment, local attention alone finds it. The paper's zero-shot Infini model scores ~100% at the end
+but 3-14% at start/middle; after fine-tuning on 5K-token examples it finds the key at every depth up to 1M.
+
+The prompt is streamed through the model --chunk tokens per call, carrying the state (memory, caches), and only
+the answer positions go through the LM head, so memory does not grow with --len (full attention excepted: its
+KV cache grows, and lengths that cannot fit are refused up front).
+
+Fine-tuning data (the paper fine-tunes on 5K-token inputs for 400 steps at lr 1e-4): sample_finetune_batch()
+and PasskeyData below, used by configs/passkey_finetune.py.
+"""
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from sample import (add_common_args, autocast_for, default_chunk, describe_device, generate, load, parse_size,
+                    peak_memory, pick_device, plan_chunk, set_threads, stream)
+
+TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+        "I will quiz you about the important information there.")
+FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
+KEY_LINE = " The pass key is {key}. Remember it. {key} is the pass key."
+QUESTION = " What is the pass key? The pass key is"
+ANSWER = " {key}"
+DEPTHS = {'start': 0.0, 'middle': 0.5, 'end': 1.0}
+MAX_KEY = 50000  # Landmark's test draws the key from 1..50000
+
+
+# -----------------------------------------------------------------------------
+# the prompt
+
+class Prompt(NamedTuple):
+    ids: np.ndarray    # int64 token ids of the whole prompt, ending with the question
+    answer: list       # token ids of " N", the expected continuation
+    key: int
+    key_start: int     # token positions of the key line " The pass key is N. ... is the pass key."
+    key_end: int
+    key_last: int      # where the key's second " N" starts (the copy nearest the question)
+    filler_before: int  # filler tokens before / after the key line
+    filler_after: int
+
+
+class Pieces:
+    """The prompt's fixed pieces, tokenized once. Every piece but the task starts with a space, and GPT-2's
+    pre-tokenizer splits before a space + word, so concatenating the pieces' tokens gives exactly the tokens of
+    the concatenated text (a test checks it): a 1M-token prompt is built from a few short encode() calls."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.head = np.array(tokenizer.encode(TASK), dtype=np.int64)
+        self.question = np.array(tokenizer.encode(QUESTION), dtype=np.int64)
+        self.sentences = [np.array(tokenizer.encode(' ' + s), dtype=np.int64) for s in FILLER]
+        self.cycle = np.concatenate(self.sentences)  # one round of the five filler sentences
+        self.longest_sentence = max(len(s) for s in self.sentences)
+
+    def key_line(self, key):
+        return np.array(self.tokenizer.encode(KEY_LINE.format(key=key)), dtype=np.int64)
+
+    def key_last(self, key):
+        """Offset of the second " N" in the key line: the key line ends with " N is the pass key."."""
+        return len(self.key_line(key)) - len(self.tokenizer.encode(f" {key} is the pass key."))
+
+    def answer(self, key):
+        return self.tokenizer.encode(ANSWER.format(key=key))
+
+    def skeleton(self, key=MAX_KEY):
+        """Tokens of the prompt without filler (task, key line, question)."""
+        return len(self.head) + len(self.key_line(key)) + len(self.question)
+
+    def filler(self, budget):
+        """As many whole filler sentences (cycling through the five) as fit in `budget` tokens: their tokens and
+        the token offset at which each sentence starts (plus the end). Short of budget by less than one sentence."""
+        lengths = np.array([len(s) for s in self.sentences])
+        rounds, rest = divmod(budget, len(self.cycle))
+        n_extra = 0
+        while n_extra < len(lengths) and lengths[:n_extra + 1].sum() <= rest:
+            n_extra += 1
+        tokens = np.concatenate([np.tile(self.cycle, rounds)] + self.sentences[:n_extra])
+        starts = np.concatenate(([0], np.cumsum(np.concatenate([np.tile(lengths, rounds), lengths[:n_extra]]))))
+        return tokens, starts
+
+
+def check_depth(depth):
+    """'start' | 'middle' | 'end' | a fraction in [0, 1] -> (name, fraction)."""
+    if isinstance(depth, str) and depth in DEPTHS:
+        return depth, DEPTHS[depth]
+    try:
+        fraction = float(depth)
+    except (TypeError, ValueError):
+        fraction = float('nan')
+    if not 0.0 <= fraction <= 1.0:  # also catches nan
+        raise SystemExit(f"error: --depth {depth} must be start, middle, end or a fraction in [0, 1] "
+                         f"(0 = right after the task description, 1 = right before the question)")
+    return f"{fraction:g}", fraction
+
+
+def build_prompt(pieces, length, depth, key):
+    """The passkey prompt of `length` tokens (exactly, or short of it by less than one filler sentence) with
+    the key line after a `depth` fraction of the filler sentences."""
+    key_line = pieces.key_line(key)
+    budget = length - len(pieces.head) - len(key_line) - len(pieces.question)
+    if budget < 0:
+        raise SystemExit(f"error: --len {length} is shorter than the prompt without filler ({length - budget} "
+                         f"tokens: task, key line, question); use --len {pieces.skeleton()} or more")
+    filler, starts = pieces.filler(budget)
+    cut = int(starts[round(depth * (len(starts) - 1))])  # after round(depth x number of sentences) sentences
+    ids = np.concatenate((pieces.head, filler[:cut], key_line, filler[cut:], pieces.question))
+    key_start = len(pieces.head) + cut
+    return Prompt(ids, pieces.answer(key), key, key_start, key_start + len(key_line),
+                  key_start + pieces.key_last(key), cut, len(filler) - cut)
+
+
+# -----------------------------------------------------------------------------
+# one trial: stream the prompt, then score the answer two ways
+
+def leading_number(text):
+    m = re.match(r'\s*(\d+)', text)
+    return int(m.group(1)) if m else None
+
+
+def run_trial(model, tokenizer, prompt, chunk, autocast=None):
+    """Stream the prompt; return exact match of the greedy answer and teacher-forced token accuracy."""
+    ids = torch.from_numpy(prompt.ids)
+    logits, state = stream(model, ids, chunk, last_logits=1, autocast=autocast)
+    answer = torch.tensor(prompt.answer)
+    # Teacher forcing: feed the answer's tokens but the last after the prompt; the prompt's last logits predict
+    # answer[0], answer[i]'s logits predict answer[i + 1]. The state after the prompt is reused below as well.
+    forced, _ = stream(model, answer[:-1], chunk, state, last_logits=len(answer) - 1, autocast=autocast)
+    forced = torch.cat((logits[-1:], forced))[:, :tokenizer.vocab_size]
+    correct = (forced.argmax(-1).cpu() == answer)
+    # Greedy: one token more than the answer, so that a longer number (12345 -> 123456) is not counted right.
+    tokens, _ = generate(model, logits[-1], state, len(answer) + 1, tokenizer.vocab_size, temperature=0,
+                         autocast=autocast)
+    text = tokenizer.decode(tokens)
+    return dict(key=prompt.key, generated=text, exact=leading_number(text) == prompt.key,
+                token_acc=correct.float().mean().item(), key_pos=prompt.key_start)
+
+
+def last_segment_start(config, length):
+    """Where the question's segment starts: a key after it is in reach of local attention alone. None for full
+    attention (everything is in reach); dilated attention reaches the whole window lcm(w_i) only sparsely, so
+    for it the flag is left at the segment of w_0 = dilated_segments[0], where it attends densely. gca: its
+    sliding window (anything earlier must be retrieved)."""
+    if config.attn == 'full':
+        return None
+    if config.attn == 'gca':
+        return max(0, length - config.gca_window)
+    dense = config.dilated_segments[0] if config.attn == 'dilated' else config.segment_len
+    return (length - 1) // dense * dense
+
+
+def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, log=print):
+    """Every length x depth, `trials` keys each. Returns a list of result dicts."""
+    pieces = Pieces(tokenizer)
+    rng = random.Random(seed)
+    results = []
+    for length in lengths:
+        for name, fraction in depths:
+            rows, tokens, t0 = [], 0, time.time()
+            for _ in range(trials):
+                prompt = build_prompt(pieces, length, fraction, rng.randint(1, MAX_KEY))
+                row = run_trial(model, tokenizer, prompt, chunk, autocast)
+                local_from = last_segment_start(model.config, len(prompt.ids))
+                row['key_in_last_segment'] = local_from is None or prompt.key_last >= local_from
+                rows.append(row)
+                tokens += len(prompt.ids)
+            seconds = time.time() - t0
+            in_last = [r['key_in_last_segment'] for r in rows]
+            result = dict(len=length, depth=name, fraction=fraction, trials=len(rows),
+                          exact=sum(r['exact'] for r in rows) / len(rows),
+                          token_acc=sum(r['token_acc'] for r in rows) / len(rows),
+                          key_in_last_segment=sum(in_last) / len(rows), seconds=seconds,
+                          tokens_per_s=tokens / max(seconds, 1e-9), rows=rows)
+            results.append(result)
+            log(f"{length:>9,} {name:>7}  exact {100 * result['exact']:5.1f}%  token acc "
+                f"{100 * result['token_acc']:5.1f}%  key in last segment {100 * result['key_in_last_segment']:3.0f}%"
+                f"  {result['tokens_per_s']:>9,.0f} tok/s  (keys {', '.join(str(r['key']) for r in rows[:4])}"
+                f"{', ...' if len(rows) > 4 else ''}; greedy {rows[0]['generated']!r})")
+    return results
+
+
+# -----------------------------------------------------------------------------
+# fine-tuning data: ~5K-token examples, random depth and key, loss only on the answer's tokens
+
+def finetune_example(pieces, seq_len, generator):
+    """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies."""
+    key = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
+    depth = float(torch.rand(1, generator=generator))
+    answer = pieces.answer(key)
+    total = seq_len + 1
+    prompt = build_prompt(pieces, total - len(answer), depth, key)
+    pad = total - len(prompt.ids) - len(answer)  # < one filler sentence; targets -1 there
+    tail = np.resize(pieces.cycle, pad)
+    return np.concatenate((prompt.ids, answer, tail)), len(prompt.ids), len(answer)
+
+
+def sample_finetune_batch(tokenizer, batch_size, seq_len, generator):
+    """(x, y) int64 (batch_size, seq_len): passkey examples of seq_len tokens, y = x shifted by one and -1
+    everywhere but on the answer's tokens, so the loss (ignore_index=-1) is the answer's alone.
+    All randomness (keys, depths) comes from the torch.Generator, as dataset.TokenData.sample_batch."""
+    pieces = Pieces(tokenizer)
+    shortest = pieces.skeleton() + len(pieces.answer(MAX_KEY)) + 8  # + 8: keys whose digits take more tokens
+    if seq_len < shortest:
+        raise ValueError(f"seq_len={seq_len} is too short for a passkey example (at least {shortest} tokens "
+                         f"with the {tokenizer.name} tokenizer); the paper uses ~5K")
+    x = torch.empty(batch_size, seq_len, dtype=torch.long)
+    y = torch.full((batch_size, seq_len), -1, dtype=torch.long)
+    for b in range(batch_size):
+        tokens, start, n = finetune_example(pieces, seq_len, generator)
+        tokens = torch.from_numpy(tokens)
+        x[b] = tokens[:-1]
+        y[b, start - 1:start - 1 + n] = tokens[start:start + n]  # position t predicts token t + 1
+    return x, y
+
+
+class PasskeyData:
+    """A stand-in for dataset.TokenData that train.py can sample from: generated passkey examples.
+        data = PasskeyData(ckpt['tokenizer']); x, y = data.sample_batch(batch_size, seq_len, generator)"""
+
+    def __init__(self, tokenizer_name):
+        from tokenizer import get_tokenizer
+        self.tokenizer = get_tokenizer(tokenizer_name)
+        self.meta = {'tokenizer': self.tokenizer.name, 'vocab_size': self.tokenizer.vocab_size,
+                     'eot': self.tokenizer.eot, 'source': 'passkey examples, generated (passkey.py)'}
+
+    def __len__(self):
+        return 0  # generated on the fly: there is no corpus to count
+
+    def sample_batch(self, batch_size, seq_len, generator):
+        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator)
+
+
+# -----------------------------------------------------------------------------
+# report
+
+def size_name(n):
+    for unit, scale in (('M', 1 << 20), ('K', 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+def print_table(results, attn, log=print):
+    """Like the paper's Table 3: one column per length, each cell start/middle/end (or the depths asked)."""
+    lengths = list(dict.fromkeys(r['len'] for r in results))
+    depths = list(dict.fromkeys(r['depth'] for r in results))
+    cell = {(r['len'], r['depth']): r for r in results}
+    for metric, title in (('exact', 'exact match of the greedy answer'),
+                          ('token_acc', 'teacher-forced token accuracy on the answer')):
+        log(f"\n{title}, % ({'/'.join(depths)}):")
+        width = max(12, 4 * len(depths) + 2)
+        log(f"{'':<10}" + ''.join(f"{size_name(n):>{width}}" for n in lengths))
+        values = ['/'.join(f"{100 * cell[n, d][metric]:.0f}" for d in depths) for n in lengths]
+        log(f"{attn:<10}" + ''.join(f"{v:>{width}}" for v in values))
+
+
+def plot_heatmap(results, path, title):
+    """Exact-match accuracy, depth x length. matplotlib is optional: without it, one warning and no plot."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib is not installed, so no heatmap was drawn (pip install matplotlib); "
+              "the numbers are in the table above and in --json", file=sys.stderr)
+        return None
+    lengths = list(dict.fromkeys(r['len'] for r in results))
+    depths = list(dict.fromkeys(r['depth'] for r in results))
+    cell = {(r['len'], r['depth']): r['exact'] for r in results}
+    grid = np.array([[100 * cell[n, d] for n in lengths] for d in depths])
+    fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.6 * len(depths) + 1.5))
+    im = ax.imshow(grid, vmin=0, vmax=100, cmap='RdYlGn', aspect='auto')
+    ax.set_xticks(range(len(lengths)), [size_name(n) for n in lengths])
+    ax.set_yticks(range(len(depths)), depths)
+    for i in range(len(depths)):
+        for j in range(len(lengths)):
+            ax.text(j, i, f"{grid[i, j]:.0f}", ha='center', va='center')
+    ax.set_xlabel('input length (tokens)')
+    ax.set_ylabel('key depth')
+    ax.set_title(title)
+    fig.colorbar(im, label='exact match, %')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description='Passkey retrieval (Landmark / Infini-attention Appendix B).')
+    add_common_args(p)
+    p.add_argument('--len', type=parse_size, default=None, help='prompt length in tokens (e.g. 32768, 32K, 1M)')
+    p.add_argument('--lens', default=None, help='a grid of lengths, comma-separated (e.g. 32K,128K,1M)')
+    p.add_argument('--depth', default='start,middle,end',
+                   help='start, middle, end or a fraction in [0, 1]; comma-separated for several')
+    p.add_argument('--trials', type=int, default=1,
+                   help='random keys per length x depth (1 keeps a 1M run of start, middle, end under 5 minutes on '
+                        'a CPU; use 20 or more for a table to trust)')
+    p.add_argument('--seed', type=int, default=1337)
+    p.add_argument('--json', default=None, help='write every trial and the summary here')
+    p.add_argument('--plot', default=None, help='accuracy heatmap PNG (needs matplotlib)')
+    args = p.parse_args(argv)
+
+    if args.len is not None and args.lens is not None:
+        raise SystemExit("error: give --len or --lens, not both")
+    try:
+        lengths = [parse_size(s) for s in args.lens.split(',') if s.strip()] if args.lens else [args.len or 32768]
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"error: --lens: {e}")
+    depths = [check_depth(d.strip()) for d in args.depth.split(',') if d.strip()]
+    if not depths:
+        raise SystemExit("error: --depth is empty; use start, middle, end or a fraction in [0, 1]")
+    if args.trials < 1:
+        raise SystemExit(f"error: --trials {args.trials} must be at least 1")
+
+    device = pick_device(args.device)
+    model, tokenizer, ckpt = load(args.ckpt, device)
+    set_threads(args.threads, model.config, device)
+    config = model.config
+    pieces = Pieces(tokenizer)
+    for length in lengths:  # every length checked before any is run
+        if length < pieces.skeleton():
+            build_prompt(pieces, length, 0.0, MAX_KEY)  # raises the one-line error
+    autocast, dtype_bytes = autocast_for(device, args.dtype)
+    asked = args.chunk or default_chunk(config, device, segments=8)
+    for length in sorted(lengths):  # refuse what cannot fit before spending any time; plan for the longest
+        chunk = plan_chunk(config, length, asked, device, dtype_bytes)
+    if args.chunk and chunk != args.chunk:
+        print(f"note: --chunk {args.chunk} -> {chunk} tokens per call ("
+              f"{'a multiple of the dilated window' if config.attn == 'dilated' else 'full attention memory'})")
+    window = {'full': 'everything (KV cache)', 'local': f'segments of {config.segment_len}, no memory',
+              'infini': f'segments of {config.segment_len} + compressive memory ({config.mem_update})',
+              'dilated': f'dilated w={config.dilated_segments} r={config.dilated_rates}'}.get(config.attn)
+    if config.attn == 'gca':
+        window = (f'sliding window {config.gca_window} + top-{config.gca_topk} retrieved chunks of '
+                  f'{config.gca_chunk}')
+    print(f"passkey: {args.ckpt} (attn={config.attn}: {window}; {tokenizer.name} tokenizer; trained "
+          f"{ckpt.get('iter_num', '?')} steps) | {args.trials} trials per cell | {chunk:,} tokens per call on "
+          f"{describe_device(device)}")
+    print("only start/middle test the memory: a key in the last segment is found by local attention alone")
+    t0 = time.time()
+    results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast)
+    elapsed = time.time() - t0
+    print_table(results, config.attn)
+    peak, what = peak_memory(device)
+    tokens = sum(r['tokens_per_s'] * r['seconds'] for r in results)
+    print(f"\n{tokens:,.0f} tokens in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tok/s); peak memory "
+          f"{peak / 2**20:,.0f} MiB ({what})")
+
+    if args.json:
+        report = dict(ckpt=args.ckpt, model_args=ckpt.get('model_args'), tokenizer=tokenizer.name,
+                      trials=args.trials, seed=args.seed, chunk=chunk, device=device, seconds=elapsed,
+                      tokens_per_s=tokens / max(elapsed, 1e-9), peak_memory_bytes=peak, peak_memory_kind=what,
+                      results=results)
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        drawn = plot_heatmap(results, args.plot, f"passkey, attn={config.attn}")
+        if drawn:
+            print(f"wrote {drawn}")
+    return results
+
+
+if __name__ == '__main__':
+    main()
