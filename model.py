@@ -1,5 +1,5 @@
 """
-A GPT language model whose attention is one of four kinds, each a small sibling class:
+A GPT language model whose attention is one of five kinds, each a small sibling class:
 
 - full:    causal attention over the whole input (baseline).
 - local:   causal attention inside fixed segments of `segment_len`, no memory (baseline).
@@ -7,6 +7,8 @@ A GPT language model whose attention is one of four kinds, each a small sibling 
            Infinite Context Transformers with Infini-attention", arXiv:2404.07143.
 - dilated: LongNet dilated attention. Ding et al., "LongNet: Scaling Transformers to
            1,000,000,000 Tokens", arXiv:2307.02486.
+- gca:     grouped cross-attention over retrieved chunks (the DRT model). Hu et al., "Efficient
+           Long-range Language Modeling with Self-supervised Causal Retrieval", arXiv:2410.01651.
 
 Read top to bottom: config, rotary embeddings, the attention kinds, MLP, block, GPT.
 Every kind takes (x, state) and returns (y, new_state), so a long input can be fed in
@@ -21,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ATTENTION_KINDS = ('full', 'local', 'infini', 'dilated')
+ATTENTION_KINDS = ('full', 'local', 'infini', 'dilated', 'gca')
 
 
 @dataclass
@@ -38,6 +40,11 @@ class GPTConfig:
     dilated_segments: tuple = (2048, 4096, 8192, 16384, 32768)  # dilated: segment lengths w_i
     dilated_rates: tuple = (1, 2, 4, 6, 12)                     # dilated: dilation rates r_i
     rope_base: float = 10000.0
+    gca_window: int = 512       # gca: sliding window of every layer's self-attention (paper: 512)
+    gca_chunk: int = 64         # gca: tokens per retrievable chunk (paper: 64 = 63 text tokens + a landmark)
+    gca_topk: int = 8           # gca: chunks each chunk retrieves (paper: 8)
+    gca_lower_layers: int = 6   # gca: layers below the retriever (paper: half); the layers above add cross-attention
+    gca_gumbel: float = 1.0     # gca: scale of the Gumbel noise on retrieval scores when training (0 = none)
 
     def __post_init__(self):
         # Checkpoints store these as lists; tuples keep the config hashable and comparable.
@@ -72,6 +79,24 @@ class GPTConfig:
                 yield f"dilated_rates must start at 1 (got {r}) so that every token is covered by some pattern"
             elif any(ri < 1 or ri > wi for wi, ri in zip(w, r)):
                 yield f"each dilated rate must be between 1 and its segment length; got w={w}, r={r}"
+        if self.attn == 'gca':
+            yield from self.gca_problems()
+
+    def gca_problems(self):
+        for name in ('gca_window', 'gca_chunk', 'gca_topk', 'gca_lower_layers'):
+            if getattr(self, name) < 1:
+                yield f"{name}={getattr(self, name)} must be a positive integer"
+        if self.gca_window < 2 * self.gca_chunk:
+            # chunk c + 1 retrieves only chunks before c, so chunk c must be inside the window of all its tokens
+            yield (f"gca_window={self.gca_window} must be at least 2 * gca_chunk = {2 * self.gca_chunk}, or some "
+                   f"tokens can neither see nor retrieve the chunk before theirs; try gca_window={4 * self.gca_chunk}")
+        if self.n_layer >= 2 and not 1 <= self.gca_lower_layers < self.n_layer:
+            yield (f"gca_lower_layers={self.gca_lower_layers} must be between 1 and n_layer - 1 = {self.n_layer - 1} "
+                   f"(the layers above it hold the cross-attention); the paper uses half: {self.n_layer // 2}")
+        elif self.n_layer < 2:
+            yield f"attn='gca' needs n_layer >= 2 (lower layers, then upper layers with cross-attention)"
+        if self.gca_gumbel < 0:
+            yield f"gca_gumbel={self.gca_gumbel} must be >= 0 (0 turns the training noise off)"
 
     @property
     def head_size(self):
@@ -377,7 +402,196 @@ def dilated_pattern(q, k, v, w, r):
     return out[:, :, :T], out_lse[:, :, :T]
 
 
-ATTENTION = {'full': FullAttention, 'local': LocalAttention, 'infini': InfiniAttention, 'dilated': DilatedAttention}
+# ----------------------------------------------------------------------------------------------
+# Grouped cross-attention (GCA), the attention of DRT (arXiv:2410.01651). The layers are split:
+#   lower layers (gca_lower_layers):  sliding-window self-attention only;
+#   upper layers:                     sliding-window self-attention, then GCA to retrieved chunks, then the MLP.
+# The input is cut into chunks of S = gca_chunk tokens. From the lower layers' output h, once per model:
+#   chunk summary   e_c = mean_{t in c} LN(h_t)          (our stand-in for the paper's landmark token, see below)
+#   retrieval       q_c = W_q e_c,  k_c = W_k e_c,  s_{c,j} = q_c · k_j / √C  for j < c
+#   neighbours      chunk c + 1 uses the top-k chunks j < c by s_{c,j} (Gumbel noise when training)
+#   chunk memory    K_j, V_j = W_kv LN(h_t) for the tokens t of chunk j, one projection shared by all upper layers
+# and in every upper layer, for a token x_t of chunk c + 1 with neighbours j_1..j_k:
+#   o_i = softmax(Q_t K_{j_i}ᵀ / √D) V_{j_i}      one softmax per neighbour (the "group")
+#   GCA(x_t) = Σ_i w_i o_i,   w = softmax_i(s_{c, j_i})
+# The weights w are in the forward pass, so the LM loss trains the retriever: no retrieval labels needed.
+#
+# Our choices (not the paper's):
+# - Chunk summary: the paper appends a landmark token to every 63 text tokens and encodes each chunk with a
+#   small bidirectional encoder. A pooled summary keeps the token stream unchanged (no extra tokens to insert
+#   and strip in training, eval, passkey or streaming: position t is token t for every kind), at the cost of
+#   a cruder summary (an average, not a token that learns what to summarise). A chunk is summarised only once
+#   finished, so the pooling is causal: chunk c's summary is used from chunk c + 1 on.
+# - Chunk K/V: one linear projection of LN(h) shared by the upper layers, without the paper's chunk encoder.
+# - No RoPE in the cross-attention: neighbours come from arbitrary distances; the order of a chunk's tokens is
+#   already in h (causal lower layers). The sliding window uses RoPE inside each block pair (relative, so a
+#   model trained at 512 tokens meets no new distance at 1M).
+
+def sliding_window_attention(q, k, v, window, base):
+    """Row i of q, k, v (B, H, N, D; before RoPE) sees keys max(0, i - window + 1) .. i.
+    Fast path: rows in blocks of `window`; block b's queries see blocks b - 1 and b, which hold its whole window,
+    under one band mask, so a single SDPA call covers every block (memory O(N · window), not O(N²))."""
+    B, H, N, D = q.shape
+    W = window
+    n_blk = -(-N // W)
+    q, k, v = (F.pad(t, (0, 0, 0, n_blk * W - N)) for t in (q, k, v))  # end padding: seen by padding rows only
+    k, v = (torch.cat((t.new_zeros(B, H, W, D), t), dim=2) for t in (k, v))  # a block -1, masked below
+    pair = lambda t: torch.cat((t[:, :, :-W].view(B, H, n_blk, W, D), t[:, :, W:].view(B, H, n_blk, W, D)), dim=3)
+    k, v = pair(k), pair(v)                                                  # (B, H, n_blk, 2W, D)
+    positions = torch.arange(2 * W, device=q.device)  # query a of block b sits at W + a of its pair
+    q = rope(q.view(B, H, n_blk, W, D), positions[W:], base)
+    k = rope(k, positions, base)
+    a, j = torch.arange(W, device=q.device)[:, None], positions[None, :]
+    visible = ((j > a) & (j <= a + W)).repeat(n_blk, 1, 1)                    # (n_blk, W, 2W)
+    visible[0, :, :W] = False                                                 # block -1 does not exist
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+    return y.reshape(B, H, n_blk * W, D)[:, :, :N]
+
+
+def band_attention(q, k, v, window, base):
+    """The same for the last T rows of N keys (a short streaming call after cached keys): one dense band mask."""
+    T, N = q.size(2), k.size(2)
+    positions = torch.arange(N, device=q.device)
+    q, k = rope(q, positions[N - T:], base), rope(k, positions, base)
+    i, j = positions[N - T:, None], positions[None, :]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=(j <= i) & (j > i - window))
+
+
+class SlidingWindowAttention(AttentionBase):
+    """Every token sees the last gca_window tokens, itself included: the self-attention of every gca layer.
+    Streaming state: a KVCache of the last gca_window - 1 tokens (before RoPE), all that the next token sees."""
+
+    def attend(self, q, k, v, state):
+        W, T, base = self.config.gca_window, q.size(2), self.config.rope_base
+        cache = extend_cache(state, k, v)
+        t0, N = cache.k.size(2) - T, cache.k.size(2)
+        if t0 > 0 and T <= W:
+            y = band_attention(q, cache.k, cache.v, W, base)
+        else:  # placeholder queries for the cached rows, dropped after
+            q = torch.cat((q.new_zeros(*q.shape[:2], t0, q.size(3)), q), dim=2)
+            y = sliding_window_attention(q, cache.k, cache.v, W, base)[:, :, t0:]
+        keep = min(W - 1, N)
+        return y, KVCache(cache.k[:, :, N - keep:], cache.v[:, :, N - keep:])
+
+
+class ChunkStore(NamedTuple):
+    """The past that retrieval draws on; unlike Infini's memory it keeps everything and grows with the input.
+    Cost per token: K and V rows shared by all upper layers (2·C numbers) plus a retrieval key and query per
+    chunk (2·C/S per token): (2 + 2/S)·C numbers, i.e. (2 + 2/S)·C / n_upper per upper layer. At C = 1024,
+    S = 64, bf16: 4160 bytes per token in all, 693 per upper layer with 6 of them (a full-attention KV cache
+    costs 4096 per layer). Only `keys`/`queries` are needed to rank; `k`/`v` may live on another device (CPU):
+    only the retrieved chunks are indexed and moved (ChunkRetriever.forward)."""
+    keys: torch.Tensor     # (B, n, C)        retrieval key k_j of each finished chunk
+    queries: torch.Tensor  # (B, n, C)        retrieval query q_c of each finished chunk (it picks chunk c + 1's)
+    k: torch.Tensor        # (B, n, H, S, D)  per-token keys of the finished chunks
+    v: torch.Tensor        # (B, n, H, S, D)  per-token values
+    tail: torch.Tensor     # (B, t, C)        LN(h) of the unfinished chunk, t < S
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size() for t in self)
+
+
+class Retrieved(NamedTuple):
+    """What the upper layers of one call need: the neighbours of each of the m consecutive chunks that the
+    call's tokens lie in. Gathered once, shared by all upper layers (one copy, one transfer from the store)."""
+    k: torch.Tensor        # (B, m, k, H, S, D) the neighbours' per-token keys
+    v: torch.Tensor        # (B, m, k, H, S, D) and values
+    weights: torch.Tensor  # (B, m, k) w = softmax of the selected scores; 0 for an empty slot
+    offset: int            # position of the call's first token inside its chunk
+
+
+class ChunkRetriever(nn.Module):
+    """Between the lower and the upper layers: adds finished chunks to the store and picks each chunk's
+    neighbours. One per model (the paper retrieves once and shares the result across the upper layers)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.ln = nn.LayerNorm(C, bias=config.bias)
+        self.c_query = nn.Linear(C, C, bias=config.bias)  # W_q: a chunk asking for its successor's neighbours
+        self.c_key = nn.Linear(C, C, bias=config.bias)    # W_k: a chunk being asked for
+        self.c_kv = nn.Linear(C, 2 * C, bias=config.bias)  # the chunk memory's K/V, shared by the upper layers
+
+    def forward(self, h, store):
+        c, (B, T, C) = self.config, h.shape
+        S, H, D = c.gca_chunk, c.n_head, c.head_size
+        t0 = 0 if store is None else store.keys.size(1) * S + store.tail.size(1)  # tokens before this call
+        u = self.ln(h) if store is None else torch.cat((store.tail, self.ln(h)), dim=1)  # from the unfinished chunk on
+        n_new = u.size(1) // S                              # chunks this call finishes
+        done = u[:, :n_new * S].view(B, n_new, S, C)
+        e = done.mean(2)                                    # chunk summaries e_c, (B, n_new, C)
+        k, v = self.c_kv(done).view(B, n_new, S, 2, H, D).permute(3, 0, 1, 4, 2, 5)  # 2 x (B, n_new, H, S, D)
+        new = ChunkStore(self.c_key(e), self.c_query(e), k, v, u[:, n_new * S:])
+        # The first call sets the store's dtype (bf16 under autocast) and each tensor stays on its device: move
+        # k and v of a returned state to the CPU once and later calls append there.
+        store = new if store is None else ChunkStore(*(torch.cat((old, x.to(old.device)), dim=1)
+                                                       for old, x in zip(store[:4], new[:4])), new.tail)
+        first, last = t0 // S, (t0 + T - 1) // S            # chunks holding this call's tokens
+        index, weights = self.retrieve(store.queries, store.keys, torch.arange(first, last + 1, device=h.device))
+        batch, index = torch.arange(B, device=store.k.device)[:, None, None], index.to(store.k.device)
+        kn, vn = store.k[batch, index].to(h.device), store.v[batch, index].to(h.device)  # (B, m, k, H, S, D)
+        return Retrieved(kn, vn, weights, t0 - first * S), store
+
+    def retrieve(self, queries, keys, chunks):
+        """Neighbours of each chunk m in `chunks`: the top-k chunks j < m - 1 by s_{m-1, j}, and their weights.
+        Chunk m - 1 is finished before chunk m starts and so is every j < m - 1: nothing unfinished is ranked."""
+        B, n, C = keys.shape
+        k = min(self.config.gca_topk, n)
+        if k == 0:  # no chunk finished yet
+            return chunks.new_zeros(B, len(chunks), 0), keys.new_zeros(B, len(chunks), 0)
+        asking = queries[:, (chunks - 1).clamp(min=0)]                       # q_{m-1}, (B, m, C)
+        scores = asking @ keys.transpose(1, 2) / math.sqrt(C)                # s_{m-1, j}, (B, m, n)
+        allowed = torch.arange(n, device=keys.device) < (chunks[:, None] - 1)  # (m, n): j < m - 1
+        ranked = scores.detach()
+        if self.training and self.config.gca_gumbel > 0:
+            # Gumbel top-k = sampling k chunks without replacement ∝ exp(s / gumbel): explore beyond the current
+            # favourites, as the paper does in training. The noise picks the chunks only; w uses the clean scores.
+            u = torch.rand_like(ranked).clamp(min=1e-20)
+            ranked = ranked - self.config.gca_gumbel * torch.log(-torch.log(u))
+        top = ranked.masked_fill(~allowed, float('-inf')).topk(k, dim=-1).indices   # (B, m, k), best first
+        valid = allowed.expand(B, -1, -1).gather(-1, top)                    # slots beyond the j < m - 1 chunks
+        selected = scores.gather(-1, top).masked_fill(~valid, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(selected, dim=-1) * valid                    # w; all 0 for chunks 0 and 1
+        return torch.where(valid, top, 0), weights                           # empty slots point at chunk 0, weight 0
+
+
+def grouped_cross_attention(q, r, S):
+    """q (B, H, T, D): queries of the call's T tokens. Returns Σ_i w_i softmax(Q K_{j_i}ᵀ / √D) V_{j_i}, (B, H, T, D).
+    Fast path: the tokens fold into (chunk, neighbour) pairs, each a batch entry of one SDPA call without mask
+    (a neighbour is a finished chunk, wholly visible); the k outputs are then summed with the weights."""
+    B, H, T, D = q.shape
+    m, k = r.weights.shape[1:]
+    if k == 0:
+        return torch.zeros_like(q)
+    pad = r.offset  # align the rows to chunk boundaries; padding rows are dropped
+    q = F.pad(q, (0, 0, pad, m * S - pad - T)).view(B, H, m, S, D).transpose(1, 2)    # (B, m, H, S, D)
+    q = q[:, :, None].expand(-1, -1, k, -1, -1, -1)                                    # (B, m, k, H, S, D)
+    fold = lambda t: t.reshape(B * m * k, H, S, D)  # 4-D, so that SDPA may pick a fused kernel on the GPU
+    o = F.scaled_dot_product_attention(fold(q), fold(r.k), fold(r.v)).view(B, m, k, H, S, D)  # one softmax each
+    y = torch.einsum('bmk,bmkhsd->bhmsd', r.weights.to(o.dtype), o)                   # Σ_i w_i o_i
+    return y.reshape(B, H, m * S, D)[:, :, pad:pad + T]
+
+
+class GroupedCrossAttention(nn.Module):
+    """The GCA sublayer of an upper layer: its own queries, the store's shared keys/values."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.c_q = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, retrieved):
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.config.n_head, self.config.head_size).transpose(1, 2)
+        y = grouped_cross_attention(q, retrieved, self.config.gca_chunk).transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+ATTENTION = {'full': FullAttention, 'local': LocalAttention, 'infini': InfiniAttention, 'dilated': DilatedAttention,
+             'gca': SlidingWindowAttention}  # gca's upper layers add a GroupedCrossAttention sublayer (Block)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,18 +609,24 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; it does not know which attention kind it holds."""
+    """Pre-norm transformer block; it does not know which attention kind it holds. With cross=True (gca's upper
+    layers) a grouped cross-attention sublayer to the retrieved chunks sits between attention and MLP (DRT)."""
 
-    def __init__(self, config):
+    def __init__(self, config, cross=False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = ATTENTION[config.attn](config)
+        if cross:
+            self.ln_x = nn.LayerNorm(config.n_embd, bias=config.bias)
+            self.cross = GroupedCrossAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, retrieved=None):
         a, state = self.attn(self.ln_1(x), state)
         x = x + a
+        if retrieved is not None:
+            x = x + self.cross(self.ln_x(x), retrieved)
         return x + self.mlp(self.ln_2(x)), state
 
 
@@ -416,7 +636,10 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # no position table: RoPE in attention
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        # gca: the retriever sits between the lower layers and the upper ones, which get cross-attention
+        self.n_lower = config.gca_lower_layers if config.attn == 'gca' else config.n_layer
+        self.blocks = nn.ModuleList(Block(config, cross=i >= self.n_lower) for i in range(config.n_layer))
+        self.retriever = ChunkRetriever(config) if config.attn == 'gca' else None
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
@@ -433,13 +656,18 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, state=None, last_logits=None):
         """Returns (logits, loss, state). `state` carries memory/caches between calls (None = empty);
-        targets of -1 are ignored; last_logits=k runs the LM head on the last k positions only."""
+        targets of -1 are ignored; last_logits=k runs the LM head on the last k positions only.
+        The state is a list with one entry per layer, plus the ChunkStore last for gca."""
         x = self.drop(self.wte(idx))
-        state = state if state is not None else [None] * len(self.blocks)
-        new_state = []
-        for block, layer_state in zip(self.blocks, state):
-            x, layer_state = block(x, layer_state)
+        state = state if state is not None else [None] * (len(self.blocks) + (self.retriever is not None))
+        new_state, retrieved = [], None
+        for i, (block, layer_state) in enumerate(zip(self.blocks, state)):
+            if i == self.n_lower:  # gca: the lower layers' output fills the store and picks every chunk's neighbours
+                retrieved, store = self.retriever(x, state[-1])
+            x, layer_state = block(x, layer_state, retrieved)
             new_state.append(layer_state)
+        if self.retriever is not None:
+            new_state.append(store)
         x = self.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)
@@ -475,12 +703,19 @@ class GPT(nn.Module):
             keys = T / 2
         elif c.attn in ('local', 'infini'):
             keys = min(c.segment_len, T) / 2
+        elif c.attn == 'gca':  # a sliding window of W keys, fewer for the first W tokens
+            W = min(c.gca_window, T)
+            keys = W - W * W / (2 * T)
         else:  # each head keeps 1/r of the rows, each seeing about (w/r)/2 keys
             keys = sum(min(w, T) / r / r / 2 for w, r in zip(c.dilated_segments, c.dilated_rates))
         flops = 2 * 2 * keys * c.n_embd
         if c.attn == 'infini':  # memory read σ(Q)M and update σ(K)ᵀV, D×D per head and token
             flops += 2 * 2 * c.n_embd * c.head_size
-        return c.n_layer * flops
+        flops = c.n_layer * flops
+        if c.attn == 'gca':  # upper layers: k neighbours of S tokens each; once: a chunk's scores against ~n/2 chunks
+            flops += (c.n_layer - c.gca_lower_layers) * 2 * 2 * c.gca_topk * c.gca_chunk * c.n_embd
+            flops += 2 * c.n_embd * (T / c.gca_chunk / 2) / c.gca_chunk
+        return flops
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per parameter (forward + backward) plus 3x the attention's forward."""

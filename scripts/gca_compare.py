@@ -1,0 +1,192 @@
+"""
+Grouped cross-attention (DRT, arXiv:2410.01651) next to local attention and Infini-attention (arXiv:2404.07143) at
+the same size and training budget, on CPU in minutes. For each kind it trains configs/tiny_<kind>.py with train.py
+(4 layers, n_embd 128, 300 steps of 8 x 512 tokens: the same for all three, only the attention differs), then
+measures on the checkpoint:
+
+  val_ppl@L   perplexity on the same validation windows of L tokens for every kind (L = seq_len; 8 x seq_len
+              where books are that long, i.e. pg19, not the 512-token synthetic documents)
+  passkey@L   a key stated at the start of a prompt of L tokens (1x, 8x, 64x seq_len) and asked for at its end;
+              the model must produce the digits. Exact = all digits right (teacher-forced argmax, the same as greedy
+              decoding when all are right); digit_acc = fraction of digits right (chance 0.1).
+              synthetic: the corpus's own format ("key xq7 = 4821." ... filler ... "key xq7 = ")
+              pg19:      the usual passkey prompt (Mohtashami & Jaggi 2023, arXiv:2305.16300)
+  gca store   bytes the retrieval store holds per token after the longest prompt (the formula is in model.py)
+
+    python data/synthetic/prepare.py --doc_len 512 --out /tmp/gca/synthetic
+    python scripts/gca_compare.py --data synthetic --data_dir /tmp/gca/synthetic     # -> results/gca_synthetic.json
+    python data/pg19/prepare.py --input /work/shared/data/pg19-mini --tokenizer byte --out /tmp/gca/pg19mini_byte
+    python scripts/gca_compare.py --data pg19 --data_dir /tmp/gca/pg19mini_byte      # -> results/gca_pg19.json
+
+Trained checkpoints are kept in --work and reused (delete them, or pass --retrain, to train again).
+Runs one thread (--threads): on a shared 2-core machine that was 5-10x faster than two threads.
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from checkpoint import load_checkpoint, load_model  # noqa: E402
+from data.synthetic.prepare import FILLER, LETTERS, fact_line  # noqa: E402
+from dataset import TokenData  # noqa: E402
+from tokenizer import get_tokenizer  # noqa: E402
+
+KINDS = ('local', 'infini', 'gca')
+
+
+def train(kind, args):
+    """Train configs/tiny_<kind>.py unless a finished checkpoint is already there; returns (ckpt path, seconds)."""
+    out_dir = os.path.join(args.work, f"{args.data}-{kind}")
+    path = os.path.join(out_dir, 'ckpt.pt')
+    if os.path.exists(path) and not args.retrain and load_checkpoint(path)['iter_num'] >= args.max_iters:
+        print(f"{kind}: reusing {path}")
+        return path, None
+    cmd = [sys.executable, 'train.py', f'configs/tiny_{kind}.py', f'--data_dir={args.data_dir}',
+           f'--out_dir={out_dir}', f'--max_iters={args.max_iters}', f'--eval_interval={args.max_iters}',
+           '--device=cpu', f'--seed={args.seed}']
+    print(' '.join(cmd[1:]), flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(out_dir, 'train.out'), 'w') as log:
+        env = {**os.environ, 'OMP_NUM_THREADS': str(args.threads)}
+        done = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"error: training {kind} failed; see {os.path.join(out_dir, 'train.out')}")
+    return path, time.time() - t0
+
+
+@torch.no_grad()
+def val_ppl(model, data, seq_len, n_windows, seed):
+    """exp(mean loss) over the same n_windows validation windows for every model (fixed generator)."""
+    x, y = data.sample_batch(n_windows, seq_len, torch.Generator().manual_seed(seed))
+    losses = [model(x[i:i + 4], targets=y[i:i + 4])[1].item() for i in range(0, n_windows, 4)]
+    return float(torch.tensor(losses).mean().exp())
+
+
+# ---------------------------------------------------------------------------------------------
+# passkey prompts: (prompt tokens, answer tokens), the prompt exactly `length` - len(answer) tokens long
+
+def filler_tokens(tok, sentences, n, rng):
+    out = []
+    while len(out) < n:
+        out += tok.encode(rng.choice(sentences))
+    return out[:n]
+
+
+def synthetic_prompt(tok, length, rng):
+    """The synthetic corpus's format: its facts first, filler, then one fact's key; the answer is its value."""
+    keys = []
+    while len(keys) < 4:  # as data/synthetic/prepare.py makes them
+        key = rng.choice(LETTERS) + rng.choice(LETTERS + "0123456789") + rng.choice(LETTERS + "0123456789")
+        if key not in keys:
+            keys.append(key)
+    values = [f"{rng.randrange(10000):04d}" for _ in keys]
+    facts = tok.encode("".join(fact_line(k, v) for k, v in zip(keys, values)))
+    i = rng.randrange(4)
+    question, answer = tok.encode(f"key {keys[i]} = "), tok.encode(values[i])
+    n = length - len(facts) - len(question) - len(answer)
+    return facts + filler_tokens(tok, FILLER, n, rng) + question, answer
+
+
+PASSKEY_FILLER = ["The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "]
+
+
+def passkey_prompt(tok, length, rng):
+    """The usual passkey prompt, the key right after the instruction (the longest distance)."""
+    key = f"{rng.randrange(10000, 100000)}"
+    head = tok.encode("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+                      "I will quiz you about the important information there. "
+                      f"The pass key is {key}. Remember it. {key} is the pass key. ")
+    question, answer = tok.encode(" What is the pass key? The pass key is "), tok.encode(key)
+    n = length - len(head) - len(question) - len(answer)
+    return head + filler_tokens(tok, PASSKEY_FILLER, n, rng) + question, answer
+
+
+@torch.no_grad()
+def passkey(model, tok, make_prompt, length, trials, seed, piece=4096):
+    """All trials as one batch, fed in pieces of `piece` tokens carrying the state (the streaming path)."""
+    rng = random.Random(f"{seed}/{length}")
+    prompts = [make_prompt(tok, length, rng) for _ in range(trials)]
+    seq = torch.tensor([p + a for p, a in prompts])          # (trials, length)
+    answers = torch.tensor([a for _, a in prompts])          # (trials, n_digits)
+    x, n_ans = seq[:, :-1], answers.size(1)
+    T = x.size(1)
+    cuts = list(range(T % piece, T, piece)) if T > piece else []  # the last piece is a whole one
+    starts = [0] + [c for c in cuts if c > 0]
+    state = None
+    for start, end in zip(starts, starts[1:] + [T]):
+        logits, _, state = model(x[:, start:end], state=state)
+    right = logits[:, -n_ans:].argmax(-1) == answers
+    return {'trials': trials, 'exact': right.all(1).float().mean().item(),
+            'digit_acc': right.float().mean().item()}, state
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--data', choices=['synthetic', 'pg19'], required=True)
+    ap.add_argument('--data_dir', help="default: data/synthetic or data/pg19")
+    ap.add_argument('--kinds', default=','.join(KINDS))
+    ap.add_argument('--max_iters', type=int, default=300)
+    ap.add_argument('--seq_len', type=int, default=512, help="the configs' seq_len (passkey lengths are multiples)")
+    ap.add_argument('--multiples', default='1,8,64', help="passkey lengths, in multiples of seq_len")
+    ap.add_argument('--trials', default='32,16,4', help="passkey trials per length, one per multiple")
+    ap.add_argument('--val_windows', type=int, default=32)
+    ap.add_argument('--work', default=os.path.join(REPO, 'out-gca-compare'), help="checkpoints go here")
+    ap.add_argument('--out', help="default: results/gca_<data>.json")
+    ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--seed', type=int, default=1337)
+    ap.add_argument('--retrain', action='store_true')
+    args = ap.parse_args()
+    args.data_dir = args.data_dir or os.path.join('data', args.data)
+    out = args.out or os.path.join(REPO, 'results', f'gca_{args.data}.json')
+    multiples = [int(m) for m in args.multiples.split(',')]
+    trials = [int(t) for t in args.trials.split(',')]
+    if len(trials) != len(multiples):
+        raise SystemExit(f"error: --trials needs one count per multiple ({len(multiples)}), got {args.trials}")
+    torch.set_num_threads(args.threads)
+
+    val = TokenData(args.data_dir, 'validation')
+    tok = get_tokenizer(val.meta['tokenizer'])
+    make_prompt = synthetic_prompt if args.data == 'synthetic' else passkey_prompt
+    long_ppl = args.data == 'pg19'  # synthetic documents are seq_len long: a longer window only spans documents
+    results = {'data': args.data, 'data_dir': args.data_dir, 'tokenizer': tok.name, 'max_iters': args.max_iters,
+               'seq_len': args.seq_len, 'command': ' '.join(['python', 'scripts/gca_compare.py'] + sys.argv[1:]),
+               'threads': args.threads, 'kinds': {}}
+    for kind in args.kinds.split(','):
+        path, seconds = train(kind, args)
+        model, ckpt = load_model(path, 'cpu')
+        model.eval()
+        r = {'checkpoint': os.path.relpath(path, REPO), 'params': model.num_params(), 'train_seconds': seconds,
+             'train_final_val_loss': ckpt.get('best_val_loss'),
+             'model_args': {k: v for k, v in ckpt['model_args'].items() if not k.startswith('dilated')}}
+        t0 = time.time()
+        r[f'val_ppl@{args.seq_len}'] = val_ppl(model, val, args.seq_len, args.val_windows, args.seed)
+        if long_ppl:
+            r[f'val_ppl@{8 * args.seq_len}'] = val_ppl(model, val, 8 * args.seq_len, args.val_windows // 4, args.seed)
+        for m, n in zip(multiples, trials):
+            L = m * args.seq_len
+            r[f'passkey@{L}'], state = passkey(model, tok, make_prompt, L, n, args.seed)
+            if kind == 'gca':  # the store after L tokens of n prompts
+                store, c = state[-1], model.config
+                per_token = store.nbytes() / (n * L)
+                r[f'store@{L}'] = {'bytes': store.nbytes(), 'bytes_per_token': per_token,
+                                   'bytes_per_token_per_upper_layer': per_token / (c.n_layer - c.gca_lower_layers),
+                                   'full_attention_kv_bytes_per_token_per_layer': 2 * c.n_embd * 4}
+        r['eval_seconds'] = time.time() - t0
+        results['kinds'][kind] = r
+        print(kind, json.dumps({k: v for k, v in r.items() if k != 'model_args'}), flush=True)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {out}")
+
+
+if __name__ == '__main__':
+    main()
