@@ -671,7 +671,7 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1), ignore_index=-1)
             return logits, loss, new_state
         if last_logits is not None:
             x = x[:, x.size(1) - last_logits:]
