@@ -10,39 +10,11 @@ import torch.nn.functional as F
 
 import eval_ppl
 from checkpoint import save_checkpoint
-from model import ATTENTION_KINDS, GPT, GPTConfig
+from model import GPT, GPTConfig
 from sample import round_chunk
 
-KINDS = {
-    'infini': dict(attn='infini'),
-    'infini_delta': dict(attn='infini', mem_update='delta'),
-    'local': dict(attn='local'),
-    'full': dict(attn='full'),
-    'dilated': dict(attn='dilated', dilated_segments=(16, 32), dilated_rates=(1, 2)),
-}
-if 'gca' in ATTENTION_KINDS:  # grouped cross-attention, when this model.py has it
-    KINDS['gca'] = dict(attn='gca', gca_window=16, gca_chunk=8, gca_topk=2, gca_lower_layers=1)
+from tiny_checkpoints import KINDS, one_thread, save_tiny, tiny_model  # noqa: F401 (one_thread is an autouse fixture)
 BOOK_LENGTHS = [300, 90, 200, 41]  # tokens, each book's EOT included
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(kind='infini', seed=0):
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=256, n_layer=2, n_head=2, n_embd=32, segment_len=16, **KINDS[kind])).eval()
-
-
-def save_tiny(path, kind='infini', tokenizer='byte'):
-    model = tiny_model(kind)
-    save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': asdict(model.config),
-                                'tokenizer': tokenizer, 'iter_num': 0})
-    return str(path)
 
 
 @pytest.fixture(scope='module')

@@ -9,43 +9,11 @@ import pytest
 import torch
 
 import passkey
-from checkpoint import save_checkpoint
-from model import ATTENTION_KINDS, GPT, GPTConfig
 from sample import FULL_MAX_LEN, round_chunk, stream
 from tokenizer import get_tokenizer
+from tiny_checkpoints import KINDS, one_thread, save_tiny, tiny_model  # noqa: F401 (one_thread is an autouse fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KINDS = {
-    'infini': dict(attn='infini'),
-    'infini_delta': dict(attn='infini', mem_update='delta'),
-    'local': dict(attn='local'),
-    'full': dict(attn='full'),
-    'dilated': dict(attn='dilated', dilated_segments=(16, 32), dilated_rates=(1, 2)),
-}
-if 'gca' in ATTENTION_KINDS:  # grouped cross-attention, when this model.py has it
-    KINDS['gca'] = dict(attn='gca', gca_window=16, gca_chunk=8, gca_topk=2, gca_lower_layers=1)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine they make each call far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(kind='infini', seed=0, **extra):
-    torch.manual_seed(seed)
-    cfg = GPTConfig(**{**dict(vocab_size=256, n_layer=2, n_head=2, n_embd=32, segment_len=16), **KINDS[kind], **extra})
-    return GPT(cfg).eval()
-
-
-def save_tiny(path, kind='infini', model_args=None, **extra):
-    model = tiny_model(kind, **extra)
-    save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': model_args or asdict(model.config),
-                                'tokenizer': 'byte', 'iter_num': 0})
-    return str(path)
 
 
 @pytest.fixture(scope='module')
