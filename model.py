@@ -37,6 +37,7 @@ class GPTConfig:
     attn: str = 'infini'        # one of ATTENTION_KINDS
     segment_len: int = 2048     # local / infini: attention window and memory-update period
     mem_update: str = 'linear'  # infini: 'linear' or 'delta'
+    gate_init: tuple = (0.0,)   # infini: initial gate β of each head, repeated over the heads; 0 = an even mix
     dilated_segments: tuple = (2048, 4096, 8192, 16384, 32768)  # dilated: segment lengths w_i
     dilated_rates: tuple = (1, 2, 4, 6, 12)                     # dilated: dilation rates r_i
     rope_base: float = 10000.0
@@ -50,6 +51,7 @@ class GPTConfig:
         # Checkpoints store these as lists; tuples keep the config hashable and comparable.
         self.dilated_segments = tuple(int(w) for w in self.dilated_segments)
         self.dilated_rates = tuple(int(r) for r in self.dilated_rates)
+        self.gate_init = tuple(float(b) for b in self.gate_init)
         for problem in self.problems():
             raise ValueError(problem)
 
@@ -64,6 +66,9 @@ class GPTConfig:
             yield f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
         elif self.n_head >= 1 and (self.n_embd // self.n_head) % 2 != 0:
             yield f"head size n_embd/n_head={self.n_embd // self.n_head} must be even for rotary embeddings"
+        if len(self.gate_init) == 0 or self.n_head % len(self.gate_init):
+            yield (f"gate_init {self.gate_init} must hold one value, or one per head of a group that n_head="
+                   f"{self.n_head} is a multiple of (e.g. (3.0, -3.0): half the heads start on memory)")
         if self.mem_update not in ('linear', 'delta'):
             yield f"mem_update={self.mem_update!r} must be 'linear' or 'delta'"
         if not 0.0 <= self.dropout < 1.0:
@@ -274,7 +279,10 @@ class InfiniAttention(LocalAttention):
 
     def __init__(self, config):
         super().__init__(config)
-        self.gate = nn.Parameter(torch.zeros(config.n_head))  # β per head; 0 = an even mix of memory and local
+        # β per head; 0 = an even mix of memory and local. Starting some heads on memory (β > 0) and the others on
+        # local attention (β < 0) lets each kind of head learn its job from the first step (tried in docs/recall.md).
+        beta = config.gate_init * (config.n_head // len(config.gate_init))
+        self.gate = nn.Parameter(torch.tensor(beta, dtype=torch.float32))
 
     def attend_folded(self, q, k, v, memory, n_full):
         # q, k, v: (B, H, n, S, D), n segments of which the first n_full are complete.
