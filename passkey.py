@@ -145,22 +145,39 @@ def leading_number(text):
     return int(m.group(1)) if m else None
 
 
-def run_trial(model, tokenizer, prompt, chunk, autocast=None):
-    """Stream the prompt; return exact match of the greedy answer and teacher-forced token accuracy."""
-    ids = torch.from_numpy(prompt.ids)
+def run_trials(model, tokenizer, prompts, chunk, autocast=None):
+    """Stream a batch of prompts of one length (and answers of one length) side by side; per prompt, the exact
+    match of the greedy answer and the teacher-forced token accuracy."""
+    ids = torch.from_numpy(np.stack([p.ids for p in prompts]))
     logits, state = stream(model, ids, chunk, last_logits=1, autocast=autocast)
-    answer = torch.tensor(prompt.answer)
+    after_prompt = logits[:, -1, :tokenizer.vocab_size]
+    answers = torch.tensor([p.answer for p in prompts])
     # Teacher forcing: feed the answer's tokens but the last after the prompt; the prompt's last logits predict
     # answer[0], answer[i]'s logits predict answer[i + 1]. The state after the prompt is reused below as well.
-    forced, _ = stream(model, answer[:-1], chunk, state, last_logits=len(answer) - 1, autocast=autocast)
-    forced = torch.cat((logits[-1:], forced))[:, :tokenizer.vocab_size]
-    correct = (forced.argmax(-1).cpu() == answer)
+    n = answers.size(1)
+    forced, _ = stream(model, answers[:, :-1], chunk, state, last_logits=n - 1, autocast=autocast)
+    forced = torch.cat((after_prompt[:, None], forced[..., :tokenizer.vocab_size]), 1)
+    correct = (forced.argmax(-1).cpu() == answers)
     # Greedy: one token more than the answer, so that a longer number (12345 -> 123456) is not counted right.
-    tokens, _ = generate(model, logits[-1], state, len(answer) + 1, tokenizer.vocab_size, temperature=0,
-                         autocast=autocast)
-    text = tokenizer.decode(tokens)
-    return dict(key=prompt.key, generated=text, exact=leading_number(text) == prompt.key,
-                token_acc=correct.float().mean().item(), key_pos=prompt.key_start)
+    device = next(model.parameters()).device
+    tokens, logits = [], after_prompt
+    for i in range(n + 1):
+        tokens.append(logits.argmax(-1))
+        if i < n:
+            logits, state = stream(model, tokens[-1][:, None].to(device), 1, state, 1, autocast)
+            logits = logits[:, -1, :tokenizer.vocab_size]
+    tokens = torch.stack(tokens, 1).tolist()
+    rows = []
+    for prompt, generated, ok in zip(prompts, tokens, correct):
+        text = tokenizer.decode(generated)
+        rows.append(dict(key=prompt.key, generated=text, exact=leading_number(text) == prompt.key,
+                         token_acc=ok.float().mean().item(), key_pos=prompt.key_start))
+    return rows
+
+
+def run_trial(model, tokenizer, prompt, chunk, autocast=None):
+    """One prompt: exact match of the greedy answer and teacher-forced token accuracy."""
+    return run_trials(model, tokenizer, [prompt], chunk, autocast)[0]
 
 
 def last_segment_start(config, length):
@@ -176,21 +193,35 @@ def last_segment_start(config, length):
     return (length - 1) // dense * dense
 
 
-def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, log=print):
-    """Every length x depth, `trials` keys each. Returns a list of result dicts."""
+def batches_of_equal_length(pieces, length, fraction, keys, batch):
+    """The prompts for `keys`, in batches of at most `batch` prompts of one length (keys with more digits take
+    more tokens, so a batch holds keys of one prompt and answer length), each as [(index in keys, prompt)]."""
+    groups = {}
+    for i, key in enumerate(keys):
+        shape = (len(build_prompt(pieces, length, fraction, key).ids), len(pieces.answer(key)))
+        groups.setdefault(shape, []).append(i)
+    for indices in groups.values():
+        for start in range(0, len(indices), batch):  # prompts are built batch by batch: 8 MB each at 1M tokens
+            yield [(i, build_prompt(pieces, length, fraction, keys[i])) for i in indices[start:start + batch]]
+
+
+def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, log=print, batch=1):
+    """Every length x depth, `trials` keys each, `batch` prompts streamed side by side. Returns a list of result
+    dicts. The keys depend on seed alone (not on batch), and so do the results."""
     pieces = Pieces(tokenizer)
     rng = random.Random(seed)
     results = []
     for length in lengths:
         for name, fraction in depths:
-            rows, tokens, t0 = [], 0, time.time()
-            for _ in range(trials):
-                prompt = build_prompt(pieces, length, fraction, rng.randint(1, MAX_KEY))
-                row = run_trial(model, tokenizer, prompt, chunk, autocast)
-                local_from = last_segment_start(model.config, len(prompt.ids))
-                row['key_in_last_segment'] = local_from is None or prompt.key_last >= local_from
-                rows.append(row)
-                tokens += len(prompt.ids)
+            keys = [rng.randint(1, MAX_KEY) for _ in range(trials)]
+            rows, tokens, t0 = [None] * trials, 0, time.time()
+            for group in batches_of_equal_length(pieces, length, fraction, keys, batch):
+                prompts = [prompt for _, prompt in group]
+                for (i, prompt), row in zip(group, run_trials(model, tokenizer, prompts, chunk, autocast)):
+                    local_from = last_segment_start(model.config, len(prompt.ids))
+                    row['key_in_last_segment'] = local_from is None or prompt.key_last >= local_from
+                    rows[i] = row
+                    tokens += len(prompt.ids)
             seconds = time.time() - t0
             in_last = [r['key_in_last_segment'] for r in rows]
             result = dict(len=length, depth=name, fraction=fraction, trials=len(rows),
@@ -221,9 +252,11 @@ def finetune_example(pieces, seq_len, generator):
     return np.concatenate((prompt.ids, answer, tail)), len(prompt.ids), len(answer)
 
 
-def sample_finetune_batch(tokenizer, batch_size, seq_len, generator):
+def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answer'):
     """(x, y) int64 (batch_size, seq_len): passkey examples of seq_len tokens, y = x shifted by one and -1
     everywhere but on the answer's tokens, so the loss (ignore_index=-1) is the answer's alone.
+    loss='all': (x, y, answer), y every next token and `answer` a bool mask of the answer's targets, for a loss
+    on every token plus the answer's own mean (train.py's passkey_loss='all').
     All randomness (keys, depths) comes from the torch.Generator, as dataset.TokenData.sample_batch."""
     pieces = Pieces(tokenizer)
     shortest = pieces.skeleton() + len(pieces.answer(MAX_KEY)) + 8  # + 8: keys whose digits take more tokens
@@ -231,22 +264,25 @@ def sample_finetune_batch(tokenizer, batch_size, seq_len, generator):
         raise ValueError(f"seq_len={seq_len} is too short for a passkey example (at least {shortest} tokens "
                          f"with the {tokenizer.name} tokenizer); the paper uses ~5K")
     x = torch.empty(batch_size, seq_len, dtype=torch.long)
-    y = torch.full((batch_size, seq_len), -1, dtype=torch.long)
+    y = torch.empty(batch_size, seq_len, dtype=torch.long)
+    answer = torch.zeros(batch_size, seq_len, dtype=torch.bool)
     for b in range(batch_size):
         tokens, start, n = finetune_example(pieces, seq_len, generator)
         tokens = torch.from_numpy(tokens)
-        x[b] = tokens[:-1]
-        y[b, start - 1:start - 1 + n] = tokens[start:start + n]  # position t predicts token t + 1
-    return x, y
+        x[b], y[b] = tokens[:-1], tokens[1:]
+        answer[b, start - 1:start - 1 + n] = True  # position t predicts token t + 1
+    if loss == 'all':
+        return x, y, answer
+    return x, y.masked_fill(~answer, -1)
 
 
 class PasskeyData:
     """A stand-in for dataset.TokenData that train.py can sample from: generated passkey examples.
         data = PasskeyData(ckpt['tokenizer']); x, y = data.sample_batch(batch_size, seq_len, generator)"""
 
-    def __init__(self, tokenizer_name):
+    def __init__(self, tokenizer_name, loss='answer'):
         from tokenizer import get_tokenizer
-        self.tokenizer = get_tokenizer(tokenizer_name)
+        self.tokenizer, self.loss = get_tokenizer(tokenizer_name), loss
         self.meta = {'tokenizer': self.tokenizer.name, 'vocab_size': self.tokenizer.vocab_size,
                      'eot': self.tokenizer.eot, 'source': 'passkey examples, generated (passkey.py)'}
 
@@ -254,7 +290,7 @@ class PasskeyData:
         return 0  # generated on the fly: there is no corpus to count
 
     def sample_batch(self, batch_size, seq_len, generator):
-        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator)
+        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator, self.loss)
 
 
 # -----------------------------------------------------------------------------
@@ -322,6 +358,8 @@ def main(argv=None):
     p.add_argument('--trials', type=int, default=1,
                    help='random keys per length x depth (1 keeps a 1M run of start, middle, end under 5 minutes on '
                         'a CPU; use 20 or more for a table to trust)')
+    p.add_argument('--batch', type=int, default=16,
+                   help='prompts streamed side by side (faster; the results do not depend on it; full attention: 1)')
     p.add_argument('--seed', type=int, default=1337)
     p.add_argument('--json', default=None, help='write every trial and the summary here')
     p.add_argument('--plot', default=None, help='accuracy heatmap PNG (needs matplotlib)')
@@ -338,6 +376,8 @@ def main(argv=None):
         raise SystemExit("error: --depth is empty; use start, middle, end or a fraction in [0, 1]")
     if args.trials < 1:
         raise SystemExit(f"error: --trials {args.trials} must be at least 1")
+    if args.batch < 1:
+        raise SystemExit(f"error: --batch {args.batch} must be at least 1")
 
     device = pick_device(args.device)
     model, tokenizer, ckpt = load(args.ckpt, device)
@@ -365,7 +405,8 @@ def main(argv=None):
           f"{describe_device(device)}")
     print("only start/middle test the memory: a key in the last segment is found by local attention alone")
     t0 = time.time()
-    results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast)
+    batch = 1 if config.attn == 'full' else args.batch  # full attention's KV cache grows with every prompt
+    results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast, batch=batch)
     elapsed = time.time() - t0
     print_table(results, config.attn)
     peak, what = peak_memory(device)

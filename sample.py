@@ -197,22 +197,23 @@ def peak_memory(device):
 
 @torch.inference_mode()
 def stream(model, ids, chunk, state=None, last_logits=1, autocast=None):
-    """Feed ids (1-D int64, any device) through the model `chunk` tokens per call, carrying state.
-    Returns (float32 logits of the last `last_logits` positions, (k, V); state). Only those positions go
-    through the LM head (last_logits=0 for every other call), so no call holds more than one chunk of
-    activations: memory stays flat however long ids is."""
+    """Feed ids (int64, any device: (n,) one sequence, or (B, n) a batch of equally long ones) through the model
+    `chunk` tokens per call, carrying state. Returns (float32 logits of the last `last_logits` positions, (k, V)
+    or (B, k, V); state). Only those positions go through the LM head (last_logits=0 for every other call), so
+    no call holds more than one chunk of activations: memory stays flat however long ids is."""
     device = next(model.parameters()).device
-    n, pieces = ids.numel(), []
+    batch = ids if ids.dim() == 2 else ids[None]
+    n, pieces = batch.size(1), []
     for start in range(0, n, chunk):
-        x = ids[start:start + chunk].to(device)[None]
+        x = batch[:, start:start + chunk].to(device)
         end = start + x.size(1)
         k = min(x.size(1), max(0, last_logits - (n - end)))  # how many of this call's positions are wanted
         with autocast or nullcontext():
             logits, _, state = model(x, state=state, last_logits=k)
         if k:
-            pieces.append(logits[0].float())
-    logits = torch.cat(pieces) if pieces else torch.empty(0, model.config.vocab_size, device=device)
-    return logits, state
+            pieces.append(logits.float())
+    logits = torch.cat(pieces, 1) if pieces else torch.empty(len(batch), 0, model.config.vocab_size, device=device)
+    return (logits if ids.dim() == 2 else logits[0]), state
 
 
 def pick_token(logits, temperature, top_k, generator):

@@ -245,3 +245,32 @@ def test_finetune_config_uses_only_train_keys_and_trains_when_train_py_has_the_h
     result = train.main(['configs/passkey_finetune.py', f'--init_from={ckpt}', f'--out_dir={tmp_path / "ft"}',
                          '--max_iters=2', '--seq_len=384', '--batch_size=2', '--eval_iters=1', '--device=cpu'])
     assert result['iter_num'] == 2 and np.isfinite(result['val_loss'])
+
+
+def test_batched_trials_give_the_results_of_one_prompt_at_a_time():
+    """Prompts streamed side by side (grouped by length: keys of 1 to 5 digits) score as they do one by one."""
+    model, tok = tiny_model('infini'), get_tokenizer('byte')
+    one = passkey.evaluate(model, tok, [300], [('start', 0.0)], 12, seed=3, chunk=64, autocast=None, log=lambda s: 0)
+    many = passkey.evaluate(model, tok, [300], [('start', 0.0)], 12, seed=3, chunk=64, autocast=None,
+                            log=lambda s: 0, batch=5)
+    assert [r['key'] for r in one[0]['rows']] == [r['key'] for r in many[0]['rows']]
+    for a, b in zip(one[0]['rows'], many[0]['rows']):
+        assert (a['exact'], a['generated']) == (b['exact'], b['generated'])
+        assert a['token_acc'] == pytest.approx(b['token_acc'])
+
+
+def test_batches_hold_prompts_of_one_length():
+    pieces = passkey.Pieces(get_tokenizer('byte'))
+    keys = [7, 12345, 99, 54321, 3, 11111, 42]
+    batches = list(passkey.batches_of_equal_length(pieces, 400, 0.5, keys, batch=2))
+    assert sorted(i for group in batches for i, _ in group) == list(range(len(keys)))
+    for group in batches:
+        assert len(group) <= 2 and len({len(p.ids) for _, p in group}) == 1 and len({len(p.answer) for _, p in group}) == 1
+
+
+def test_loss_all_batch_marks_the_answer_and_targets_every_token():
+    tok = get_tokenizer('byte')
+    x, y = passkey.sample_finetune_batch(tok, 3, 512, torch.Generator().manual_seed(0))
+    x2, y2, answer = passkey.sample_finetune_batch(tok, 3, 512, torch.Generator().manual_seed(0), loss='all')
+    assert torch.equal(x, x2) and (y2[:, :-1] == x2[:, 1:]).all()
+    assert torch.equal(y2.masked_fill(~answer, -1), y)  # the answer mask is exactly where 'answer' scores
