@@ -28,6 +28,7 @@ from dataclasses import MISSING, asdict, fields
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -52,7 +53,10 @@ DEFAULTS = dict(
     init_from='scratch',         # 'scratch' | 'resume' (out_dir/ckpt.pt, exactly) | path/to/ckpt.pt (weights only)
     # data
     dataset='tokens',            # 'tokens': data_dir's files (dataset.TokenData) | 'passkey': generated passkey
-                                 # examples (passkey.PasskeyData) to fine-tune an init_from checkpoint, data_dir unused
+                                 # examples (passkey.PasskeyData), data_dir unused
+    tokenizer='byte',            # dataset='passkey' from scratch: 'byte' | 'gpt2' (a fine-tune keeps its checkpoint's)
+    passkey_loss='answer',       # dataset='passkey': 'answer' (the answer's tokens, as the paper's fine-tuning) |
+                                 # 'all' (every token); validation always scores the answer alone
     data_dir='data/synthetic',   # made by data/<name>/prepare.py; data/synthetic is generated on first use
     batch_size=8,                # windows per process and micro-step
     seq_len=512,                 # tokens per window: seq_len/segment_len segments, full backprop through all
@@ -110,8 +114,12 @@ def check_config(cfg):
         raise ConfigError(f"dtype={cfg['dtype']!r}: use 'auto', 'bfloat16' (GPUs from Ampere on) or 'float32'")
     if cfg['dataset'] not in ('tokens', 'passkey'):
         raise ConfigError(f"dataset={cfg['dataset']!r}: use 'tokens' (the files in data_dir) or 'passkey'")
-    if cfg['dataset'] == 'passkey' and cfg['init_from'] == 'scratch':
-        raise ConfigError("dataset='passkey' fine-tunes a pretrained model: set --init_from=path/to/ckpt.pt")
+    if cfg['tokenizer'] not in ('byte', 'gpt2'):
+        raise ConfigError(f"tokenizer={cfg['tokenizer']!r}: use 'byte' or 'gpt2'")
+    if cfg['passkey_loss'] not in ('answer', 'all'):
+        raise ConfigError(f"passkey_loss={cfg['passkey_loss']!r}: use 'answer' or 'all'")
+    if cfg['dataset'] == 'passkey' and cfg['passkey_loss'] == 'all' and cfg['seq_parallel'] > 1:
+        raise ConfigError("passkey_loss='all' does not work with seq_parallel > 1; use passkey_loss='answer'")
     if cfg['seq_parallel'] > 1 and cfg['compile']:
         raise ConfigError(f"seq_parallel={cfg['seq_parallel']} does not work with compile=True; use --compile=False")
     if cfg['backend'] not in ('auto', 'nccl', 'gloo'):
@@ -189,18 +197,26 @@ def get_lr(it, cfg):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
-def to_device(x, y, device):
+def to_device(batch, device):
+    """A batch (x, y) or (x, y, answer) on the device; answer is None unless the data marks answer tokens."""
     if device.startswith('cuda'):  # pinned memory lets the copy overlap with the GPU's work
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+        batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
+    else:
+        batch = [t.to(device) for t in batch]
+    return (*batch, None) if len(batch) == 2 else tuple(batch)
 
 
-def window_loss(model, x, y, sp):
+def window_loss(model, x, y, sp, answer=None):
     """The mean loss of the windows (x, y); sp = (group, rank in it, size): with size > 1 this rank computes only
-    its slice of each window, and the mean of the values over the group is the windows' loss (parallel.py)."""
+    its slice of each window, and the mean of the values over the group is the windows' loss (parallel.py).
+    answer (passkey_loss='all'): the answer tokens' mean loss is added, so a 6-token answer weighs as much as the
+    500 tokens around it (without it, training on every token learned the answer 2x slower: docs/recall.md)."""
     group, sp_rank, size = sp
     if size == 1:
-        return model(x, y)[1]
+        logits, loss, _ = model(x, y)
+        if answer is not None:
+            loss = loss + F.cross_entropy(logits[answer].float(), y[answer])
+        return loss
     x, y = shard_sequence(x, y, sp_rank, size)
     logits, _, _ = model(x)
     return sequence_parallel_loss(logits, y, group)
@@ -215,9 +231,9 @@ def estimate_val_loss(model, data, cfg, autocast, device, dp_rank, world, sp=(No
     model.eval()
     total = 0.0
     for _ in range(cfg['eval_iters']):
-        x, y = to_device(*data.sample_batch(cfg['batch_size'], cfg['seq_len'], generator), device)
+        x, y, answer = to_device(data.sample_batch(cfg['batch_size'], cfg['seq_len'], generator), device)
         with autocast:
-            loss = window_loss(model, x, y, sp)
+            loss = window_loss(model, x, y, sp, answer)
         total += loss.item()
     model.train()
     loss = torch.tensor(total / cfg['eval_iters'], dtype=torch.float64, device=device)
@@ -260,7 +276,21 @@ def gather(obj, world):
 # -----------------------------------------------------------------------------
 # logging: log.jsonl (one object per row), log.csv (the same rows), loss.png at the end
 
-LOG_FIELDS = ['iter', 'loss', 'val_loss', 'lr', 'tokens', 'tokens_per_sec', 'mfu', 'elapsed_s']
+LOG_FIELDS = ['iter', 'loss', 'val_loss', 'lr', 'tokens', 'tokens_per_sec', 'mfu', 'elapsed_s', 'gates']
+
+
+def memory_gates(model):
+    """sigmoid(β) of every Infini layer, a list per layer of one value per head: the share of that head's output
+    read from memory (eq. 6). None for the other attention kinds."""
+    gates = [torch.sigmoid(p.detach().float()).tolist() for n, p in model.named_parameters() if n.endswith('attn.gate')]
+    return [[round(g, 4) for g in layer] for layer in gates] or None
+
+
+def describe_gates(gates, lean=0.5):
+    """'layer 1: 0.02 0.95 | layer 2: ...; heads reading mostly from memory: L1H1 (0.95)'."""
+    layers = ' | '.join(f"layer {i + 1}: " + ' '.join(f"{g:.2f}" for g in layer) for i, layer in enumerate(gates))
+    leaning = [f"L{i + 1}H{h} ({g:.2f})" for i, layer in enumerate(gates) for h, g in enumerate(layer) if g > lean]
+    return f"{layers}; heads reading mostly from memory: {', '.join(leaning) or 'none'}"
 
 
 class Log:
@@ -302,7 +332,17 @@ def plot_losses(rows, path, title):
         return None
     train = [(r['iter'], r['loss']) for r in rows if r.get('loss') is not None]
     val = [(r['iter'], r['val_loss']) for r in rows if r.get('val_loss') is not None]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    gates = [(r['iter'], r['gates']) for r in rows if r.get('gates')]
+    fig, axes = plt.subplots(1, 2 if gates else 1, figsize=(14 if gates else 8, 5), squeeze=False)
+    ax = axes[0, 0]
+    if gates:  # the second panel: each head's memory share sigmoid(β) against step
+        steps, values = zip(*gates)
+        for i, layer in enumerate(values[0]):
+            for h in range(len(layer)):
+                axes[0, 1].plot(steps, [v[i][h] for v in values], label=f"L{i + 1}H{h}")
+        axes[0, 1].set(xlabel='step', ylabel='sigmoid(β): share read from memory', ylim=(0, 1))
+        axes[0, 1].grid(alpha=0.3)
+        axes[0, 1].legend(fontsize='small', ncol=2)
     if train:
         ax.plot(*zip(*train), label='train', alpha=0.6)
     if val:
@@ -386,12 +426,13 @@ def load_data(cfg, ckpt, master, ddp):
     """(train, validation) sources with .meta and .sample_batch(batch_size, seq_len, generator)."""
     if cfg['dataset'] == 'passkey':  # generated examples in the tokenizer of the checkpoint being fine-tuned
         from passkey import PasskeyData
-        data = PasskeyData(ckpt['tokenizer'])
+        tokenizer = ckpt['tokenizer'] if ckpt is not None else cfg['tokenizer']
+        train, val = PasskeyData(tokenizer, cfg['passkey_loss']), PasskeyData(tokenizer, 'answer')
         try:  # too short a seq_len for an example is a config mistake: say so before training starts
-            data.sample_batch(1, cfg['seq_len'], torch.Generator().manual_seed(0))
+            train.sample_batch(1, cfg['seq_len'], torch.Generator().manual_seed(0))
         except ValueError as e:
             raise ConfigError(str(e))
-        return data, data
+        return train, val
     from dataset import TokenData  # the data part's module
     data_dir = resolve_data_dir(cfg['data_dir'])
     prepare_synthetic_if_needed(data_dir, cfg['seq_len'], master, ddp)
@@ -577,11 +618,13 @@ def train(argv):
                 val_loss = estimate_val_loss(eval_model, val_data, cfg, autocast, device, dp_rank, world,
                                              (sp_group, sp_rank, sp))
                 row['val_loss'] = val_loss
+                row['gates'] = memory_gates(raw_model)
                 if not math.isfinite(val_loss):
                     raise SystemExit(f"error: val loss is {val_loss} at step {iter_num}; stopping without saving. "
                                      f"Last good checkpoint: {last_good()}. Try a lower learning_rate.")
                 if master:
-                    tqdm.write(f"step {iter_num}: val loss {val_loss:.4f}")
+                    tqdm.write(f"step {iter_num}: val loss {val_loss:.4f}"
+                               + (f" | memory gates {describe_gates(row['gates'])}" if row['gates'] else ''))
                 improved = val_loss < best_val_loss
                 best_val_loss = min(best_val_loss, val_loss)
                 if (improved or cfg['always_save_checkpoint'] or last_step) and iter_num > 0 \
@@ -602,12 +645,13 @@ def train(argv):
                 group['lr'] = lr * group['lr_scale']
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(gas):
-                x, y = to_device(*train_data.sample_batch(cfg['batch_size'], cfg['seq_len'], data_gen), device)
+                batch = train_data.sample_batch(cfg['batch_size'], cfg['seq_len'], data_gen)
+                x, y, answer = to_device(batch, device)
                 # DDP all-reduces gradients in backward; only the last micro-step needs to.
                 sync = model.no_sync() if ddp and micro_step < gas - 1 else nullcontext()
                 with sync:
                     with autocast:
-                        loss = window_loss(model, x, y, (sp_group, sp_rank, sp)) / gas
+                        loss = window_loss(model, x, y, (sp_group, sp_rank, sp), answer) / gas
                     loss.backward()
                 loss_sum += loss.detach()
             # One all-reduce carries the loss (for the log) and any stop request, so every process agrees.
@@ -652,6 +696,8 @@ def train(argv):
         elapsed = time.time() - t_start
         print(f"done: {iter_num} steps, {elapsed:.0f} s this run, final val loss {val_loss:.4f}")
         print(f"checkpoint: {last_saved[0] if last_saved else '(none)'}")
+        if memory_gates(raw_model):
+            print(f"memory gates sigmoid(β) per layer and head: {describe_gates(memory_gates(raw_model))}")
         print(f"loss curve: {plot if plot else '(not drawn: matplotlib is not installed)'}; "
               f"log: {os.path.join(out_dir, 'log.jsonl')}, {os.path.join(out_dir, 'log.csv')}")
     return {'iter_num': iter_num, 'val_loss': val_loss, 'best_val_loss': best_val_loss,

@@ -300,5 +300,25 @@ def test_passkey_fine_tuning_uses_generated_examples_in_the_checkpoints_tokenize
     assert result["iter_num"] == 2 and np.isfinite(result["val_loss"])
     with pytest.raises(SystemExit, match=r"^error: seq_len=64 is too short for a passkey example"):
         train.main(tiny("unused", tmp_path / "ft2", *ft))
-    with pytest.raises(SystemExit, match=r"^error: dataset='passkey' fine-tunes a pretrained model"):
-        train.main(tiny("unused", tmp_path / "ft3", "--dataset=passkey"))
+
+
+def test_recall_from_scratch_on_generated_passkeys_logs_the_memory_gates(tmp_path, capsys):
+    """dataset='passkey' without a checkpoint (byte tokens), passkey_loss='all', gates started apart: every eval
+    row of log.jsonl holds sigmoid(β) per layer and head, and the end of the run names the memory heads."""
+    out = tmp_path / "recall"
+    result = train.main(["configs/recall_infini.py", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2",
+                         "--eval_iters=1", "--batch_size=2", "--device=cpu", "--n_head=4",
+                         "--gate_init=(3.0, -3.0)"])
+    assert result["iter_num"] == 4 and np.isfinite(result["val_loss"])
+    rows = [json.loads(line) for line in open(out / "log.jsonl")]
+    gates = [r["gates"] for r in rows if r.get("val_loss") is not None]
+    assert len(gates) == 3 and all(len(g) == 2 and len(g[0]) == 4 for g in gates)  # 2 layers x 4 heads
+    assert gates[0][0] == pytest.approx([0.9526, 0.0474] * 2, abs=1e-4)  # sigmoid(+-3) before any step
+    assert "heads reading mostly from memory: L1H0" in capsys.readouterr().out
+
+
+def test_bad_passkey_settings_are_one_line(tmp_path):
+    for bad, says in (("--passkey_loss=some", "passkey_loss='some'"), ("--tokenizer=bpe", "tokenizer='bpe'"),
+                      ("--gate_init=(1.0, 2.0, 3.0)", "gate_init")):
+        with pytest.raises(SystemExit, match=says):
+            train.main(["configs/recall_infini.py", f"--out_dir={tmp_path}", bad])
