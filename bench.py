@@ -227,8 +227,9 @@ def layer_flops(cfg, N):
         keys = N / 2
     elif cfg.attn in ('local', 'infini'):
         keys = min(cfg.segment_len, N) / 2
-    else:  # dilated: each head keeps 1/r of the rows, each seeing about (w/r)/2 keys
-        keys = sum(min(w, N) / r / r / 2 for w, r in zip(cfg.dilated_segments, cfg.dilated_rates))
+    else:  # dilated: a head queries max(H, r)/(H·r) of the rows (model.head_offsets), each seeing ~(w/r)/2 keys
+        keys = sum(min(w, N) / r / 2 * max(cfg.n_head, r) / (cfg.n_head * r)
+                   for w, r in zip(cfg.dilated_segments, cfg.dilated_rates))
     attention = 2 * 2 * keys * C  # Q Kᵀ and the weighted sum of V, every head
     memory = 0
     if cfg.attn == 'infini':  # read σ(Q) M and update σ(K)ᵀ V, D x D per head; delta also reads σ(K) M

@@ -326,10 +326,12 @@ class InfiniAttention(LocalAttention):
 
 
 # ----------------------------------------------------------------------------------------------
-# LongNet dilated attention (arXiv:2307.02486, section 2.2). For each pattern (w_i, r_i): split the
-# sequence into segments of w_i, keep the rows at positions ≡ offset (mod r_i) inside each segment,
-# with a head-dependent offset (head h uses h mod r_i), and attend densely and causally among the kept
-# rows. Patterns are mixed per row by their softmax denominators s_i (eq. 10):
+# LongNet dilated attention (arXiv:2307.02486v2; §2.2 dilated attention, §2.3 multi-head). For each pattern
+# (w_i, r_i): split the sequence into segments of w_i and sparsify each, keeping the rows at positions
+# ≡ offset (mod r_i) inside it (§2.2: Q̃_i = [Q_{iw}, Q_{iw+r}, Q_{iw+2r}, ...], likewise K̃_i, Ṽ_i), with a
+# head-dependent offset (§2.3: head j uses s_j = j mod r; see head_offsets for fewer heads than r), and attend
+# densely and causally among the kept rows. Patterns are mixed per row by their softmax denominators s_i
+# (§2.2: O = Σ_i α_i O_i, α_i = s_i / Σ_j s_j):
 #   O = Σ_i s_i O_i / Σ_j s_j = Σ_i softmax_i(lse_i) O_i,   lse_i = log s_i,
 # and a pattern that does not cover a row adds nothing to it. The gradient flows through the mixing
 # weights too (the official code detaches them, which biases its gradient).
@@ -362,44 +364,65 @@ class DilatedAttention(AttentionBase):
 
 def dilated_attention(q, k, v, segments, rates):
     """q, k, v (B, H, T, D) already rotated; returns (B, H, T, D). Every row is covered since rates[0] = 1."""
-    outputs, lses = [], []
-    for w, r in zip(segments, rates):
-        o, lse = dilated_pattern(q, k, v, min(w, q.size(2)), r)  # clip w to the sequence length
-        outputs.append(o)
-        lses.append(lse)
-    weights = torch.softmax(torch.stack(lses), dim=0)  # softmax_i(lse_i) = s_i / Σ_j s_j, -inf -> weight 0
-    return (weights.unsqueeze(-1) * torch.stack(outputs)).sum(0).to(q.dtype)
+    patterns = [dilated_pattern(q, k, v, min(w, q.size(2)), r) for w, r in zip(segments, rates)]  # w clipped to T
+    return mix_patterns(patterns, q.dtype)
+
+
+def mix_patterns(patterns, dtype):
+    """O = Σ_i softmax_i(lse_i) O_i = Σ_i s_i O_i / Σ_j s_j over the patterns' (O_i, lse_i); -inf -> weight 0."""
+    outputs, lses = zip(*patterns)
+    weights = torch.softmax(torch.stack(lses), dim=0)
+    return (weights.unsqueeze(-1) * torch.stack(outputs)).sum(0).to(dtype)
+
+
+def head_offsets(H, r, device):
+    """The offsets inside a segment that each head keeps for rate r: (H, n) and which of them are used.
+    LongNet gives head j the offset s_j = j mod r (§2.3), so with fewer heads than r the residues H..r-1
+    are queried by no head at all. Our change: head h keeps h, h + H, h + 2H, ... < r, each offset an
+    attention of its own (a row still sees w/r keys); with H >= r this is exactly the paper's offset."""
+    n = min(H, r)
+    offsets = torch.arange(H, device=device)[:, None] % n + n * torch.arange(-(-r // n), device=device)
+    return offsets, offsets < r
+
+
+def attend_kept_rows(qs, ks, vs, allowed):
+    """softmax(Q Kᵀ / √D) V of gathered rows under a boolean mask; returns O and its log-denominator lse.
+    Every row must allow at least one key (an all -inf row would give 0/0)."""
+    scores = fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(qs.size(-1))
+    scores = scores.masked_fill(~allowed, float('-inf'))
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs, lse
+
+
+def scatter_rows(o, lse, index, valid, T):
+    """Kept rows o (B, H, n, D) and lse (B, H, n) back to their positions index (H, n) among T rows.
+    Invalid (padding) rows go to a dropped extra row; rows nobody covers keep O = 0 and lse = -inf."""
+    B, H, n, D = o.shape
+    index = torch.where(valid, index, T)
+    out = o.new_zeros(B, H, T + 1, D).scatter(2, index[None, :, :, None].expand(B, H, n, D), o)
+    out_lse = lse.new_full((B, H, T + 1), float('-inf')).scatter(
+        2, index[None].expand(B, H, n), lse.masked_fill(~valid, float('-inf')))
+    return out[:, :, :T], out_lse[:, :, :T]
 
 
 def dilated_pattern(q, k, v, w, r):
     """One pattern (w, r): returns each row's output O_i and its log-denominator lse_i, zero and -inf
     on rows the pattern does not cover. Exactly differentiable, including through lse."""
     B, H, T, D = q.shape
-    n_seg = -(-T // w)
-    m = -(-w // r)  # kept rows per segment and head (padded: r need not divide w)
-    # Row j of head h in a segment sits at offset (h mod r) + j·r; those >= w or >= T are padding.
-    offsets = torch.arange(H, device=q.device) % r
-    rows = offsets[:, None] + r * torch.arange(m, device=q.device)                         # (H, m)
-    index = torch.arange(n_seg, device=q.device)[None, :, None] * w + rows[:, None, :]        # (H, n_seg, m)
-    valid = (rows[:, None] < w) & (index < T)                                                     # (H, n_seg, m)
-    index = torch.where(valid, index, 0).reshape(H, n_seg * m)
-    gather = lambda t: t.gather(2, index[None, :, :, None].expand(B, H, -1, D)).view(B, H, n_seg, m, D)
-    qs, ks, vs = gather(q), gather(k), gather(v)
-    # Dense causal attention among the kept rows (kept rows are in position order, so causal = j <= i).
-    scores = fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(D)                            # (B, H, n_seg, m, m)
-    # Padding rows may see only themselves, so that no row is all -inf (0/0); they are dropped below.
-    causal = torch.ones(m, m, dtype=torch.bool, device=q.device).tril()
-    allowed = causal & (valid[:, :, None, :] | torch.eye(m, dtype=torch.bool, device=q.device))
-    scores = scores.masked_fill(~allowed, float('-inf'))
-    lse = torch.logsumexp(scores, dim=-1)                                                   # (B, H, n_seg, m)
-    o = torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs
-    # Scatter back to sequence positions; uncovered rows keep O = 0 and lse = -inf.
-    lse = torch.where(valid, lse, float('-inf')).reshape(B, H, n_seg * m)
-    index = torch.where(valid.reshape(H, -1), index, T)  # padding goes to a dropped extra row
-    out = q.new_zeros(B, H, T + 1, D, dtype=o.dtype).scatter(2, index[None, :, :, None].expand(B, H, -1, D),
-                                                            o.reshape(B, H, n_seg * m, D))
-    out_lse = lse.new_full((B, H, T + 1), float('-inf')).scatter(2, index[None].expand(B, H, -1), lse)
-    return out[:, :, :T], out_lse[:, :, :T]
+    n_seg, n_kept = -(-T // w), -(-w // r)  # kept rows per segment and offset (padded: r need not divide w)
+    offsets, used = head_offsets(H, r, q.device)                                            # (H, n_off)
+    rows = offsets[:, :, None] + r * torch.arange(n_kept, device=q.device)                   # (H, n_off, n_kept)
+    index = torch.arange(n_seg, device=q.device)[:, None, None] * w + rows[:, None]           # (H, n_seg, n_off, n_kept)
+    valid = used[:, None, :, None] & (rows[:, None] < w) & (index < T)  # the rest is padding
+    index, valid = index.reshape(H, -1, n_kept), valid.reshape(H, -1, n_kept)  # groups: (segment, offset) pairs
+    flat = torch.where(valid, index, 0).reshape(H, -1)
+    gather = lambda t: t.gather(2, flat[None, :, :, None].expand(B, H, -1, D)).view(B, H, -1, n_kept, D)
+    # Dense causal attention among a group's kept rows (in position order, so causal = j <= i). Padding rows
+    # see only themselves, so that no row is all -inf; they are dropped by scatter_rows.
+    causal = torch.ones(n_kept, n_kept, dtype=torch.bool, device=q.device).tril()
+    allowed = causal & (valid[:, :, None, :] | torch.eye(n_kept, dtype=torch.bool, device=q.device))
+    o, lse = attend_kept_rows(gather(q), gather(k), gather(v), allowed)
+    return scatter_rows(o.view(B, H, -1, D), lse.view(B, H, -1), index.reshape(H, -1), valid.reshape(H, -1), T)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -706,8 +729,9 @@ class GPT(nn.Module):
         elif c.attn == 'gca':  # a sliding window of W keys, fewer for the first W tokens
             W = min(c.gca_window, T)
             keys = W - W * W / (2 * T)
-        else:  # each head keeps 1/r of the rows, each seeing about (w/r)/2 keys
-            keys = sum(min(w, T) / r / r / 2 for w, r in zip(c.dilated_segments, c.dilated_rates))
+        else:  # a head queries max(H, r)/(H·r) of the rows (1/r if H >= r, head_offsets), each seeing ~(w/r)/2 keys
+            keys = sum(min(w, T) / r / 2 * max(c.n_head, r) / (c.n_head * r)
+                       for w, r in zip(c.dilated_segments, c.dilated_rates))
         flops = 2 * 2 * keys * c.n_embd
         if c.attn == 'infini':  # memory read σ(Q)M and update σ(K)ᵀV, D×D per head and token
             flops += 2 * 2 * c.n_embd * c.head_size
