@@ -246,7 +246,7 @@ def sigma(x):
     return F.elu(x) + 1
 
 
-def fp32(x):
+def at_least_fp32(x):
     """x in float32, or float64 if it already is (the tests compare against float64 references)."""
     return x if x.dtype == torch.float64 else x.float()
 
@@ -280,7 +280,7 @@ class InfiniAttention(LocalAttention):
         # q, k, v: (B, H, n, S, D), n segments of which the first n_full are complete.
         a_dot = self.local_attention(q, k, v)
         with torch.autocast(q.device.type, enabled=False):
-            sq, sk, vf = sigma(fp32(q)), sigma(fp32(k[:, :, :n_full])), fp32(v[:, :, :n_full])
+            sq, sk, vf = sigma(at_least_fp32(q)), sigma(at_least_fp32(k[:, :, :n_full])), at_least_fp32(v[:, :, :n_full])
             if self.config.mem_update == 'linear':
                 # Fast path: the memory segment s reads is M_0 plus the exclusive prefix sum over segments of
                 # the per-segment updates σ(K_j)ᵀ V_j (and Σ σ(K_j) for z): one cumsum, no loop over segments.
@@ -302,22 +302,22 @@ class InfiniAttention(LocalAttention):
     def attend_partial_segment(self, q, cache, memory):
         a_dot = super().attend_partial_segment(q, cache, memory)
         with torch.autocast(q.device.type, enabled=False):
-            a_mem = memory_retrieve(sigma(fp32(q)), memory.M, memory.z)
+            a_mem = memory_retrieve(sigma(at_least_fp32(q)), memory.M, memory.z)
         return self.mix(a_mem, a_dot)
 
     def mix(self, a_mem, a_dot):
         g = torch.sigmoid(self.gate).view(-1, *([1] * (a_dot.dim() - 2)))  # broadcast over (H, ..., T, D)
-        return (g * a_mem + (1 - g) * fp32(a_dot)).to(a_dot.dtype)
+        return (g * a_mem + (1 - g) * at_least_fp32(a_dot)).to(a_dot.dtype)
 
     def update_memory(self, memory, k, v):
         # k, v: (B, H, 1, S, D), one complete segment
         with torch.autocast(k.device.type, enabled=False):
-            return memory_update(memory, sigma(fp32(k[:, :, 0])), fp32(v[:, :, 0]), self.config.mem_update)
+            return memory_update(memory, sigma(at_least_fp32(k[:, :, 0])), at_least_fp32(v[:, :, 0]), self.config.mem_update)
 
     def unpack(self, state, q):
         if state is None:  # empty memory
             B, H, _, D = q.shape
-            zeros = fp32(q.new_zeros(B, H, D, D))
+            zeros = at_least_fp32(q.new_zeros(B, H, D, D))
             return Memory(zeros, zeros[..., 0]), None
         return state.memory, state.cache
 
@@ -388,7 +388,7 @@ def head_offsets(H, r, device):
 def attend_kept_rows(qs, ks, vs, allowed):
     """softmax(Q Kᵀ / √D) V of gathered rows under a boolean mask; returns O and its log-denominator lse.
     Every row must allow at least one key (an all -inf row would give 0/0)."""
-    scores = fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(qs.size(-1))
+    scores = at_least_fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(qs.size(-1))
     scores = scores.masked_fill(~allowed, float('-inf'))
     lse = torch.logsumexp(scores, dim=-1)
     return torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs, lse
@@ -449,6 +449,13 @@ def dilated_pattern(q, k, v, w, r):
 # - No RoPE in the cross-attention: neighbours come from arbitrary distances; the order of a chunk's tokens is
 #   already in h (causal lower layers). The sliding window uses RoPE inside each block pair (relative, so a
 #   model trained at 512 tokens meets no new distance at 1M).
+# - Residual, not MLP input: DRT hands the GCA output to the upper layer's MLP; we add it to the residual stream
+#   (x + GCA(LN x), then the MLP reads the sum), as RETRO's chunked cross-attention does. With a random retriever
+#   at the start, the small-initialised branch leaves each upper layer a plain sliding-window block, so training
+#   starts as a local LM and adds retrieval on top; the MLP still sees the GCA output, inside the sum.
+# - No null slot: DRT lets a token give its neighbours no weight through a null slot. Here every w is a softmax
+#   over real chunks, and a token ignores retrieval through the residual branch instead (c_proj can output ~0).
+#   A null slot is cheap (one learned key/value per head) but untested here, so it waits for an experiment.
 
 def sliding_window_attention(q, k, v, window, base):
     """Row i of q, k, v (B, H, N, D; before RoPE) sees keys max(0, i - window + 1) .. i.
@@ -560,11 +567,14 @@ class ChunkRetriever(nn.Module):
         """Neighbours of each chunk m in `chunks`: the top-k chunks j < m - 1 by s_{m-1, j}, and their weights.
         Chunk m - 1 is finished before chunk m starts and so is every j < m - 1: nothing unfinished is ranked."""
         B, n, C = keys.shape
-        k = min(self.config.gca_topk, n)
-        if k == 0:  # no chunk finished yet
+        top_k = min(self.config.gca_topk, n)
+        if top_k == 0:  # no chunk finished yet
             return chunks.new_zeros(B, len(chunks), 0), keys.new_zeros(B, len(chunks), 0)
         asking = queries[:, (chunks - 1).clamp(min=0)]                       # q_{m-1}, (B, m, C)
-        scores = asking @ keys.transpose(1, 2) / math.sqrt(C)                # s_{m-1, j}, (B, m, n)
+        # Scores and noise in float32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so nearby scores
+        # tie at the k-th place and the noise's largest values are capped, and the top-k sets come out different.
+        with torch.autocast(keys.device.type, enabled=False):
+            scores = at_least_fp32(asking) @ at_least_fp32(keys).transpose(1, 2) / math.sqrt(C)  # s_{m-1,j} (B, m, n)
         allowed = torch.arange(n, device=keys.device) < (chunks[:, None] - 1)  # (m, n): j < m - 1
         ranked = scores.detach()
         if self.training and self.config.gca_gumbel > 0:
@@ -572,7 +582,7 @@ class ChunkRetriever(nn.Module):
             # favourites, as the paper does in training. The noise picks the chunks only; w uses the clean scores.
             u = torch.rand_like(ranked).clamp(min=1e-20)
             ranked = ranked - self.config.gca_gumbel * torch.log(-torch.log(u))
-        top = ranked.masked_fill(~allowed, float('-inf')).topk(k, dim=-1).indices   # (B, m, k), best first
+        top = ranked.masked_fill(~allowed, float('-inf')).topk(top_k, dim=-1).indices  # (B, m, top_k), best first
         valid = allowed.expand(B, -1, -1).gather(-1, top)                    # slots beyond the j < m - 1 chunks
         selected = scores.gather(-1, top).masked_fill(~valid, torch.finfo(scores.dtype).min)
         weights = torch.softmax(selected, dim=-1) * valid                    # w; all 0 for chunks 0 and 1
@@ -648,7 +658,7 @@ class Block(nn.Module):
     def forward(self, x, state=None, retrieved=None):
         a, state = self.attn(self.ln_1(x), state)
         x = x + a
-        if retrieved is not None:
+        if retrieved is not None:  # added to the residual stream, not fed to the MLP as in DRT: see the GCA notes
             x = x + self.cross(self.ln_x(x), retrieved)
         return x + self.mlp(self.ln_2(x)), state
 
@@ -694,7 +704,8 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1), ignore_index=-1)
+            logits_fp32 = at_least_fp32(logits.reshape(-1, logits.size(-1)))
+            loss = F.cross_entropy(logits_fp32, targets.reshape(-1), ignore_index=-1)
             return logits, loss, new_state
         if last_logits is not None:
             x = x[:, x.size(1) - last_logits:]

@@ -36,7 +36,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import (DilatedAttention, FullAttention, InfiniAttention, InfiniState, LocalAttention, Memory,
-                   attend_kept_rows, dilated_pattern, fp32, head_offsets, mix_patterns, rope, scatter_rows, sigma)
+                   at_least_fp32, attend_kept_rows, dilated_pattern, head_offsets, mix_patterns, rope, scatter_rows,
+                   sigma)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class ReceiveFromPrevious(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, group, shapes):
         ctx.group, ctx.src = group, dist.get_global_rank(group, dist.get_rank(group) - 1)
-        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32  # the memory's dtype, see fp32
+        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32  # the memory's dtype, see at_least_fp32
         received = [anchor.new_empty(s, dtype=dtype) for s in shapes]
         for t in received:
             _record('recv', t, 2)
@@ -232,7 +233,7 @@ class SequenceParallelInfiniAttention(SequenceParallelMixin, InfiniAttention):
         """M and z after the segments of ranks 0..rank-1: eq. 4 summed over their tokens, as a prefix sum over
         ranks (the linear memory is a sum, so where the segment boundaries fall does not matter)."""
         with torch.autocast(k.device.type, enabled=False):
-            sk, vf = sigma(fp32(k)), fp32(v)
+            sk, vf = sigma(at_least_fp32(k)), at_least_fp32(v)
             total = torch.cat((sk.transpose(-1, -2) @ vf, sk.sum(-2).unsqueeze(-1)), dim=-1)  # (B, H, D, D+1)
             totals = all_gather(total.unsqueeze(0), self.seq_group)                         # (P, B, H, D, D+1)
             before = totals[:rank].sum(0)
@@ -334,7 +335,7 @@ def sequence_parallel_loss(logits, targets, group=None):
     n_total counts the targets != -1 of the whole window. DDP averages gradients over ranks (÷P), so the
     gradient is that of the window's mean loss, and the mean of these values over the group is that loss.
     A rank whose targets are all -1 (passkey fine-tuning) adds 0, never 0/0."""
-    loss_sum = F.cross_entropy(fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1),
+    loss_sum = F.cross_entropy(at_least_fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1),
                                ignore_index=-1, reduction='sum')
     n = (targets != -1).sum().to(loss_sum.dtype)
     dist.all_reduce(n, group=group)  # a count: no gradient
