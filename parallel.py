@@ -3,15 +3,16 @@ Sequence parallelism: one long window split across the ranks of a torch.distribu
 holding the contiguous slice [p·L, (p+1)·L) of T = P·L tokens, for the attention kinds whose structure makes
 it cheap. Each rank computes exactly what the single-process layer computes for its slice.
 
-- dilated: LongNet (Ding et al., arXiv:2307.02486), section 3.1. A pattern (w, r) whose segment fits in a
+- dilated: LongNet (Ding et al., arXiv:2307.02486v2), section 3.1. A pattern (w, r) whose segment fits in a
   rank's slice (w divides L) runs locally. For a longer segment each rank first keeps only its dilated rows
   of K and V (those at head h's offsets mod r inside the segment, see model.head_offsets), all-gathers them
   among the w/L ranks that share the segment, and attends its own kept query rows to them, causally; its own
   keys are part of the gathered set (the official causal path appears to drop them). A rank receives < w/r rows
-  per head, offset and pattern, whatever T is. Patterns are then mixed by their log-denominators as model.dilated_attention does.
-- infini: Infini-attention (Munkhdalai et al., arXiv:2404.07143). The linear memory is a sum (eq. 4), so the
-  memory rank p starts from is Σ_{j<p} of each rank's σ(K)ᵀV and Σσ(K) totals: one all-gather of D×(D+1)
-  per head, a prefix sum, then model.py's own fast path from that memory. The delta rule (eq. 5) reads the
+  per head, offset and pattern, whatever T is. Patterns are then mixed by their log-denominators
+  (model.mix_patterns).
+- infini: Infini-attention (Munkhdalai et al., arXiv:2404.07143, eq. numbers of v1). The linear memory is a
+  sum (eq. 4), so the memory rank p starts from is Σ_{j<p} of each rank's σ(K)ᵀV and Σσ(K) totals: one
+  all-gather of D×(D+1) per head, a prefix sum, then model.py's own fast path from that memory. The delta rule (eq. 5) reads the
   memory before each update, so it passes the memory rank to rank (rank p waits for p-1: the memory of a
   long window is split across devices, the time is not).
 - local: nothing to do, once segment_len divides L no segment crosses a rank.
@@ -145,7 +146,7 @@ class ReceiveFromPrevious(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, group, shapes):
         ctx.group, ctx.src = group, dist.get_global_rank(group, dist.get_rank(group) - 1)
-        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32  # the memory's dtype, see at_least_fp32
+        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32  # the memory's: at_least_fp32
         received = [anchor.new_empty(s, dtype=dtype) for s in shapes]
         for t in received:
             _record('recv', t, 2)
@@ -265,7 +266,7 @@ class SequenceParallelDilatedAttention(SequenceParallelMixin, DilatedAttention):
         # Rank i of the segment starts at position i·L in it; head h keeps the rows at its offsets mod r.
         offsets, used = head_offsets(H, r, q.device)                                        # (H, n_off)
         member = torch.arange(G, device=q.device)[:, None, None, None]
-        rows = (offsets[:, :, None] - member * L) % r + r * torch.arange(n_kept, device=q.device)  # (G, H, n_off, n_kept)
+        rows = (offsets[:, :, None] - member * L) % r + r * torch.arange(n_kept, device=q.device)  # G, H, n_off, n_kept
         valid = used[:, :, None] & (rows < L)
         position = member * L + rows                                                          # in the segment
         mine = torch.where(valid[i], rows[i], 0).reshape(H, -1)
@@ -275,7 +276,8 @@ class SequenceParallelDilatedAttention(SequenceParallelMixin, DilatedAttention):
         ks, vs = kv.permute(1, 2, 3, 0, 4, 5).reshape(B, H, -1, G * n_kept, 2 * D).split(D, dim=-1)  # rank-major
         across = lambda t: t.permute(1, 2, 0, 3).reshape(H, -1, G * n_kept)  # (G, H, n_off, n_kept), the same order
         key_position, key_valid = across(position), across(valid)
-        allowed = (key_position[..., None, :] <= position[i][..., None]) & key_valid[..., None, :]  # causal, own keys in
+        # causal, own keys included
+        allowed = (key_position[..., None, :] <= position[i][..., None]) & key_valid[..., None, :]
         # A padding query row may see only its own slot, so that no row is all -inf (0/0); it is dropped below.
         slots = torch.arange(n_kept, device=q.device)
         own = torch.arange(G * n_kept, device=q.device)[None, :] == i * n_kept + slots[:, None]
