@@ -669,15 +669,21 @@ def get_args(argv):
     return args
 
 
-def use_model_file(path):
-    """--model: import another model.py (a proposed change, say) as `model`, leaving the repo's untouched."""
-    global ATTENTION, GPT, GPTConfig
+def load_model_file(path):
+    """--model: import another model.py (a proposed change, say) as `model`, leaving the repo's untouched; later
+    imports of `model` (train.py's defaults, say) get the same module. Also used by scripts/gpu_check.py."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: --model {path}: no such file")
     spec = importlib.util.spec_from_file_location('model', path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules['model'] = module  # so that train.py's defaults, imported later, see the same GPTConfig
+    sys.modules['model'] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def use_model_file(path):
+    global ATTENTION, GPT, GPTConfig
+    module = load_model_file(path)
     ATTENTION, GPT, GPTConfig = module.ATTENTION, module.GPT, module.GPTConfig
 
 
