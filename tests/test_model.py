@@ -178,6 +178,16 @@ def fast_and_ref_grads(attn, x, reference):
     return results
 
 
+def assert_fast_path_matches_reference(attn, x, reference):
+    """Values and gradients (every parameter and the input) of the fast path and the reference agree."""
+    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, reference)
+    assert_close_rel(y, y_ref)
+    assert_close_rel(gx, gx_ref)
+    for name in gp:
+        assert_close_rel(gp[name], gp_ref[name])
+    return gp
+
+
 # ---------------------------------------------------------------------------------------------
 # Fast path == reference, values and gradients.
 
@@ -189,11 +199,7 @@ def test_infini_fast_path_matches_reference_values_and_grads(rule, T):
     with torch.no_grad():
         attn.gate.copy_(torch.randn(4))  # not the symmetric init, so the gate's gradient is tested too
     x = torch.randn(2, T, 32)
-    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, REFERENCES['infini'])
-    assert_close_rel(y, y_ref)
-    assert_close_rel(gx, gx_ref)
-    for name in gp:
-        assert_close_rel(gp[name], gp_ref[name])
+    gp = assert_fast_path_matches_reference(attn, x, REFERENCES['infini'])
     assert gp['gate'].abs().sum() > 0
 
 
@@ -203,11 +209,7 @@ def test_fast_path_matches_reference_values_and_grads(kind, T):
     torch.manual_seed(T)
     attn = ATTENTION[kind](tiny_config(kind))
     x = torch.randn(2, T, 32)
-    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, REFERENCES[kind])
-    assert_close_rel(y, y_ref)
-    assert_close_rel(gx, gx_ref)
-    for name in gp:
-        assert_close_rel(gp[name], gp_ref[name])
+    assert_fast_path_matches_reference(attn, x, REFERENCES[kind])
 
 
 def test_dilated_mixture_equals_one_softmax_with_pattern_counts():
@@ -254,13 +256,9 @@ def test_dilated_with_fewer_heads_than_a_rate_matches_reference_values_and_grads
     torch.manual_seed(T)
     attn = ATTENTION['dilated'](tiny_config('dilated', n_head=2, dilated_segments=(4, 8, 16), dilated_rates=(1, 3, 5)))
     x = torch.randn(2, T, 32)
-    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, REFERENCES['dilated'])
-    assert_close_rel(y, y_ref)
-    assert_close_rel(gx, gx_ref)
-    for name in gp:
-        assert_close_rel(gp[name], gp_ref[name])
+    assert_fast_path_matches_reference(attn, x, REFERENCES['dilated'])
     with torch.no_grad():
-        assert_close_rel(y_ref, ref_dilated_by_counts(attn, x), tol=1e-12)
+        assert_close_rel(ref_dilated(attn, x), ref_dilated_by_counts(attn, x), tol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
