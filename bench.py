@@ -24,7 +24,6 @@ growth of the resident set size over one call, sampled every millisecond (inputs
 """
 
 import argparse
-import ast
 import contextlib
 import ctypes
 import datetime
@@ -37,7 +36,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 
@@ -219,49 +218,27 @@ def matmul_tflops(n, device):
 # FLOP counts (forward; training and fwd+bwd count 3x, the backward doing two matmuls per forward one)
 
 def layer_flops(cfg, N):
-    """Forward FLOPs of one attention layer on N tokens: Q/K/V/output projections, plus the attention's scores
-    and weighted sums counted causally (as GPT.attention_flops_per_token), plus Infini's memory matmuls."""
-    C, D = cfg.n_embd, cfg.head_size
-    projections = 2 * 4 * C * C  # per token: fused Q, K, V (3 C x C) and the output projection (C x C)
-    if cfg.attn == 'full':
-        keys = N / 2
-    elif cfg.attn in ('local', 'infini'):
-        keys = min(cfg.segment_len, N) / 2
-    else:  # dilated: each head keeps 1/r of the rows, each seeing about (w/r)/2 keys
-        keys = sum(min(w, N) / r / r / 2 for w, r in zip(cfg.dilated_segments, cfg.dilated_rates))
-    attention = 2 * 2 * keys * C  # Q Kᵀ and the weighted sum of V, every head
-    memory = 0
-    if cfg.attn == 'infini':  # read σ(Q) M and update σ(K)ᵀ V, D x D per head; delta also reads σ(K) M
-        memory = (3 if cfg.mem_update == 'delta' else 2) * 2 * C * D
-    return N * (projections + attention + memory)
+    """Forward FLOPs of one attention layer on N tokens: the Q/K/V/output projections (8 C² per token), the model's
+    own count of its attention (GPT.attention_flops_per_token: scores and weighted sums counted causally, Infini's
+    memory read and update) and the delta rule's extra memory read σ(K) M."""
+    with torch.device('meta'):  # shapes only
+        attention = GPT(replace(cfg, n_layer=1)).attention_flops_per_token(N)
+    delta_read = 2 * cfg.n_embd * cfg.head_size if cfg.attn == 'infini' and cfg.mem_update == 'delta' else 0
+    return N * (2 * 4 * cfg.n_embd * cfg.n_embd + attention + delta_read)
 
 
 # ----------------------------------------------------------------------------------------------
 # Config files: train.py's defaults, then configs/<name>.py parsed (never executed)
 
-def read_assignments(path):
-    """configs/X.py -> {key: value}; used only where configurator.py is not importable. Literals only."""
-    with open(path, encoding='utf-8') as f:
-        tree = ast.parse(f.read(), filename=path)
-    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
-
-
 def read_run_config(name):
     """(config dict, source) of configs/<name>.py as train.py would run it, or the issue's shape if the file
     is missing. Model fields are GPTConfig's; seq_len, batch_size and the AdamW settings are train.py's keys."""
-    try:
-        from train import DEFAULTS as base
-    except Exception:  # train.py absent or mid-edit: the model's defaults and the issue's training shape
-        base = {**{f.name: f.default for f in fields(GPTConfig)}, **PG19_FALLBACK}
+    from configurator import read_config_file
+    from train import DEFAULTS
     path = os.path.join(REPO, 'configs', name + '.py')
     if not os.path.isfile(path):
-        return {**base, **PG19_FALLBACK, **PG19_KIND.get(name, {})}, f"configs/{name}.py missing: the issue's shape"
-    try:
-        from configurator import read_config_file
-    except ImportError:
-        read_config_file = read_assignments
-    return {**base, **read_config_file(path)}, f"configs/{name}.py"
+        return {**DEFAULTS, **PG19_FALLBACK, **PG19_KIND.get(name, {})}, f"configs/{name}.py missing: the issue's shape"
+    return {**DEFAULTS, **read_config_file(path)}, f"configs/{name}.py"
 
 
 def model_config(run, vocab_size, shape=None):
@@ -668,15 +645,21 @@ def get_args(argv):
     return args
 
 
-def use_model_file(path):
-    """--model: import another model.py (a proposed change, say) as `model`, leaving the repo's untouched."""
-    global ATTENTION, GPT, GPTConfig
+def load_model_file(path):
+    """--model: import another model.py (a proposed change, say) as `model`, leaving the repo's untouched; later
+    imports of `model` (train.py's defaults, say) get the same module. Also used by scripts/gpu_check.py."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: --model {path}: no such file")
     spec = importlib.util.spec_from_file_location('model', path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules['model'] = module  # so that train.py's defaults, imported later, see the same GPTConfig
+    sys.modules['model'] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def use_model_file(path):
+    global ATTENTION, GPT, GPTConfig
+    module = load_model_file(path)
     ATTENTION, GPT, GPTConfig = module.ATTENTION, module.GPT, module.GPTConfig
 
 

@@ -13,6 +13,7 @@ A GPT language model whose attention is one of five kinds, each a small sibling 
 Read top to bottom: config, rotary embeddings, the attention kinds, MLP, block, GPT.
 Every kind takes (x, state) and returns (y, new_state), so a long input can be fed in
 several calls while carrying the state, and gives the same result as one call.
+Section and equation numbers in the comments: arXiv:2404.07143v1, arXiv:2307.02486v2, arXiv:2410.01651v1.
 """
 
 import math
@@ -121,12 +122,17 @@ def rope(x, positions, base):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-def causal_attention(q, k, v, q_offset=0):
-    """softmax(Q Kᵀ / √d) V where query i sits at key position q_offset + i and sees keys <= it."""
-    if q_offset == 0 and q.size(-2) == k.size(-2):
+def causal_attention(q, k, v, base, window=None):
+    """softmax(Q Kᵀ / √d) V after RoPE, keys at positions 0, 1, ... and the queries the last of them, each seeing
+    the keys up to its own position (with a window: only the last `window` of them). Full attention over a
+    cache, local attention inside a segment, gca's sliding window for a short call after cached keys."""
+    q_offset, positions = k.size(-2) - q.size(-2), torch.arange(k.size(-2), device=q.device)
+    q, k = rope(q, positions[q_offset:], base), rope(k, positions, base)
+    if q_offset == 0 and window is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     # SDPA's is_causal aligns the mask top-left; with cached keys in front we need an explicit one.
-    visible = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril(q_offset)
+    i, j = positions[q_offset:, None], positions[None, :]
+    visible = (j <= i) if window is None else (j <= i) & (j > i - window)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
 
 
@@ -165,73 +171,60 @@ def extend_cache(cache, k, v):
 
 
 class FullAttention(AttentionBase):
-    def attend(self, q, k, v, state):
-        cache = extend_cache(state, k, v)
-        t0 = cache.k.size(2) - k.size(2)  # tokens seen before this call
-        positions = torch.arange(cache.k.size(2), device=q.device)
-        q = rope(q, positions[t0:], self.config.rope_base)
-        y = causal_attention(q, rope(cache.k, positions, self.config.rope_base), cache.v, q_offset=t0)
-        return y, cache
+    def attend(self, q, k, v, cache):
+        cache = extend_cache(cache, k, v)  # every token so far
+        return causal_attention(q, cache.k, cache.v, self.config.rope_base), cache
+
+
+class Segments(NamedTuple):
+    """Segments of one call, folded into the batch: the queries are the last t rows of each segment."""
+    q: torch.Tensor  # (B, H, n, t, D)
+    k: torch.Tensor  # (B, H, n, s, D) keys of each segment from its start, s >= t (before RoPE)
+    v: torch.Tensor
+    n_full: int      # the first n_full segments are complete (Infini writes them to memory)
+    length: int      # real query rows: n·t less the padding of the last segment
+
+    def uncut(self, y):
+        """Outputs (B, H, n, t, D) of these segments back to (B, H, length, D), the padding dropped."""
+        return y.flatten(2, 3)[:, :, :self.length]
+
+
+def cut_into_segments(q, k, v, cache, S):
+    """What local and Infini attention share: one call's q, k, v (B, H, T, D) cut at segment boundaries into at
+    most two groups of Segments, and the cache the call leaves (None at a boundary). First the segment the last
+    call left unfinished (its cached keys/values before this call's first tokens); then the rest, folded into
+    whole segments, the last one zero-padded (causality keeps the padding out of every real row)."""
+    groups = []
+    if cache is not None:
+        n = min(q.size(2), S - cache.k.size(2))
+        cache = extend_cache(cache, k[:, :, :n], v[:, :, :n])
+        done = cache.k.size(2) == S
+        groups.append(Segments(q[:, :, None, :n], cache.k[:, :, None], cache.v[:, :, None], int(done), n))
+        q, k, v, cache = q[:, :, n:], k[:, :, n:], v[:, :, n:], None if done else cache
+    (B, H, T, D), n_seg = q.shape, -(-q.size(2) // S)
+    if T > 0:
+        if T % S:
+            cache = KVCache(k[:, :, T // S * S:], v[:, :, T // S * S:])
+            q, k, v = (F.pad(t, (0, 0, 0, n_seg * S - T)) for t in (q, k, v))
+        q, k, v = (t.view(B, H, n_seg, S, D) for t in (q, k, v))
+        groups.append(Segments(q, k, v, T // S, T))
+    return groups, cache
 
 
 class LocalAttention(AttentionBase):
-    """Causal attention inside segments of segment_len. Subclassed by InfiniAttention, which adds memory."""
+    """Local attention = causal attention inside segments of segment_len; positions restart at 0 in every
+    segment (see InfiniAttention). Streaming state: the KVCache of the unfinished segment."""
 
-    def attend(self, q, k, v, state):
-        S, T = self.config.segment_len, q.size(2)
-        memory, cache = self.unpack(state, q)
-        outputs = []
-        if cache is not None:
-            # The previous call ended mid-segment: finish that segment first, its keys/values cached.
-            n = min(T, S - cache.k.size(2))
-            cache = extend_cache(cache, k[:, :, :n], v[:, :, :n])
-            outputs.append(self.attend_partial_segment(q[:, :, :n], cache, memory))
-            if cache.k.size(2) == S:
-                memory, cache = self.update_memory(memory, cache.k[:, :, None], cache.v[:, :, None]), None
-            q, k, v = q[:, :, n:], k[:, :, n:], v[:, :, n:]
-        if q.size(2) > 0:
-            y, memory, cache = self.attend_segments(q, k, v, memory)
-            outputs.append(y)
-        return torch.cat(outputs, dim=2), self.pack(memory, cache)
-
-    def attend_segments(self, q, k, v, memory):
-        """All segments of a segment-aligned input at once; returns (y, memory, cache of the unfinished tail)."""
-        S, (B, H, T, D) = self.config.segment_len, q.shape
-        n_full, n_seg = T // S, -(-T // S)
-        cache = KVCache(k[:, :, n_full * S:], v[:, :, n_full * S:]) if T % S else None
-        if T % S:  # pad the last segment; causality keeps the padding out of every real row
-            q, k, v = (F.pad(t, (0, 0, 0, n_seg * S - T)) for t in (q, k, v))
-        # Fold segments into the batch: (B, H, n, S, D), one SDPA call for all of them.
-        q, k, v = (t.view(B, H, n_seg, S, D) for t in (q, k, v))
-        y, memory = self.attend_folded(q, k, v, memory, n_full)
-        return y.reshape(B, H, n_seg * S, D)[:, :, :T], memory, cache
-
-    def local_attention(self, q, k, v, q_offset=0):
-        # Positions restart at 0 in every segment (see the comment in InfiniAttention).
-        positions = torch.arange(k.size(-2), device=q.device)
-        q = rope(q, positions[q_offset:], self.config.rope_base)
-        return causal_attention(q, rope(k, positions, self.config.rope_base), v, q_offset)
-
-    def attend_folded(self, q, k, v, memory, n_full):
-        return self.local_attention(q, k, v), memory
-
-    def attend_partial_segment(self, q, cache, memory):
-        return self.local_attention(q, cache.k, cache.v, q_offset=cache.k.size(2) - q.size(2))
-
-    # local attention keeps no memory; InfiniAttention overrides these three.
-    def unpack(self, state, q):
-        return None, state
-
-    def pack(self, memory, cache):
-        return cache
-
-    def update_memory(self, memory, k, v):
-        return memory
+    def attend(self, q, k, v, cache):
+        groups, cache = cut_into_segments(q, k, v, cache, self.config.segment_len)
+        y = [g.uncut(causal_attention(g.q, g.k, g.v, self.config.rope_base)) for g in groups]
+        return torch.cat(y, dim=2), cache
 
 
 # ----------------------------------------------------------------------------------------------
-# Infini-attention (arXiv:2404.07143, section 2.1). Per head, for segment s with σ(x) = ELU(x) + 1:
-#   A_dot = softmax(Q Kᵀ / √d) V, causal inside the segment                       (eq. 1-2 setup)
+# Infini-attention (arXiv:2404.07143, §2.1; the equation numbers are those of v1, later versions renumber).
+# Per head, for segment s with σ(x) = ELU(x) + 1:
+#   A_dot = softmax(Q Kᵀ / √d) V, causal inside the segment                       (eq. 2)
 #   A_mem = σ(Q) M_{s-1} / (σ(Q) z_{s-1})                                         (eq. 3)
 #   linear: M_s = M_{s-1} + σ(K)ᵀ V,   z_s = z_{s-1} + Σ_t σ(K_t)                  (eq. 4)
 #   delta:  M_s = M_{s-1} + σ(K)ᵀ (V - σ(K) M_{s-1} / (σ(K) z_{s-1}))             (eq. 5)
@@ -251,7 +244,7 @@ def sigma(x):
     return F.elu(x) + 1
 
 
-def fp32(x):
+def at_least_fp32(x):
     """x in float32, or float64 if it already is (the tests compare against float64 references)."""
     return x if x.dtype == torch.float64 else x.float()
 
@@ -270,7 +263,9 @@ def memory_update(memory, sk, v, rule):
     return Memory(memory.M + sk.transpose(-1, -2) @ v, memory.z + sk.sum(-2))
 
 
-class InfiniAttention(LocalAttention):
+class InfiniAttention(AttentionBase):
+    """Infini-attention = causal attention inside segments + a memory read (eq. 3) mixed in by a gate (eq. 6)
+    + a memory write (eq. 4 or 5) after every complete segment. Streaming state: InfiniState."""
     # Positions: the paper puts no positional encoding on the memory's Q/K (it is applied only after
     # the memory read and update), so σ(Q), σ(K) here are un-rotated; RoPE rotates Q/K for the local
     # dot-product attention only, with positions restarting at 0 in each segment (our choice, not the
@@ -284,11 +279,24 @@ class InfiniAttention(LocalAttention):
         beta = config.gate_init * (config.n_head // len(config.gate_init))
         self.gate = nn.Parameter(torch.tensor(beta, dtype=torch.float32))
 
-    def attend_folded(self, q, k, v, memory, n_full):
-        # q, k, v: (B, H, n, S, D), n segments of which the first n_full are complete.
-        a_dot = self.local_attention(q, k, v)
-        with torch.autocast(q.device.type, enabled=False):
-            sq, sk, vf = sigma(fp32(q)), sigma(fp32(k[:, :, :n_full])), fp32(v[:, :, :n_full])
+    def attend(self, q, k, v, state):
+        if state is None:  # empty memory: M (B, H, D, D) and z (B, H, D) of zeros
+            zeros = at_least_fp32(q.new_zeros(*q.shape[:2], q.size(3), q.size(3)))
+            state = InfiniState(Memory(zeros, zeros[..., 0]), None)
+        groups, cache = cut_into_segments(q, k, v, state.cache, self.config.segment_len)
+        memory, outputs = state.memory, []
+        for g in groups:
+            a_dot = causal_attention(g.q, g.k, g.v, self.config.rope_base)
+            a_mem, memory = self.read_and_write(g, memory)
+            outputs.append(g.uncut(self.mix(a_mem, a_dot)))
+        return torch.cat(outputs, dim=2), InfiniState(memory, cache)
+
+    def read_and_write(self, g, memory):
+        """A_mem of every segment of the group, each reading the memory of all complete segments before it,
+        and the memory after the group's complete segments."""
+        with torch.autocast(g.q.device.type, enabled=False):
+            n_full, sq = g.n_full, sigma(at_least_fp32(g.q))
+            sk, vf = sigma(at_least_fp32(g.k[:, :, :n_full])), at_least_fp32(g.v[:, :, :n_full])  # complete segments
             if self.config.mem_update == 'linear':
                 # Fast path: the memory segment s reads is M_0 plus the exclusive prefix sum over segments of
                 # the per-segment updates σ(K_j)ᵀ V_j (and Σ σ(K_j) for z): one cumsum, no loop over segments.
@@ -302,48 +310,27 @@ class InfiniAttention(LocalAttention):
                 for s in range(n_full):
                     past.append(memory_update(past[-1], sk[:, :, s], vf[:, :, s], 'delta'))
                 past_M, past_z = torch.stack([m.M for m in past], 2), torch.stack([m.z for m in past], 2)
-            n_seg = q.size(2)  # a trailing unfinished segment reads the memory of all complete ones
+            n_seg = sq.size(2)  # a trailing unfinished segment reads the memory of all complete ones
             a_mem = memory_retrieve(sq, past_M[:, :, :n_seg], past_z[:, :, :n_seg])
-        y = self.mix(a_mem, a_dot)
-        return y, Memory(past_M[:, :, n_full], past_z[:, :, n_full])
-
-    def attend_partial_segment(self, q, cache, memory):
-        a_dot = super().attend_partial_segment(q, cache, memory)
-        with torch.autocast(q.device.type, enabled=False):
-            a_mem = memory_retrieve(sigma(fp32(q)), memory.M, memory.z)
-        return self.mix(a_mem, a_dot)
+        return a_mem, Memory(past_M[:, :, n_full], past_z[:, :, n_full])
 
     def mix(self, a_mem, a_dot):
+        """eq. 6: A = sigmoid(β) ⊙ A_mem + (1 - sigmoid(β)) ⊙ A_dot, β = self.gate, one per head."""
         g = torch.sigmoid(self.gate).view(-1, *([1] * (a_dot.dim() - 2)))  # broadcast over (H, ..., T, D)
-        return (g * a_mem + (1 - g) * fp32(a_dot)).to(a_dot.dtype)
-
-    def update_memory(self, memory, k, v):
-        # k, v: (B, H, 1, S, D), one complete segment
-        with torch.autocast(k.device.type, enabled=False):
-            return memory_update(memory, sigma(fp32(k[:, :, 0])), fp32(v[:, :, 0]), self.config.mem_update)
-
-    def unpack(self, state, q):
-        if state is None:  # empty memory
-            B, H, _, D = q.shape
-            zeros = fp32(q.new_zeros(B, H, D, D))
-            return Memory(zeros, zeros[..., 0]), None
-        return state.memory, state.cache
-
-    def pack(self, memory, cache):
-        return InfiniState(memory, cache)
+        return (g * a_mem + (1 - g) * at_least_fp32(a_dot)).to(a_dot.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
-# LongNet dilated attention (arXiv:2307.02486, section 2.2). For each pattern (w_i, r_i): split the
-# sequence into segments of w_i, keep the rows at positions ≡ offset (mod r_i) inside each segment,
-# with a head-dependent offset (head h uses h mod r_i), and attend densely and causally among the kept
-# rows. Patterns are mixed per row by their softmax denominators s_i (eq. 10):
-#   O = Σ_i s_i O_i / Σ_j s_j = Σ_i softmax_i(lse_i) O_i,   lse_i = log s_i,
+# LongNet dilated attention (arXiv:2307.02486v2; §2.2 dilated attention, §2.3 multi-head). For each pattern
+# (w_i, r_i): split the sequence into segments of w_i and sparsify each to the rows at an offset mod r_i
+# (§2.2: Q̃_i = [Q_{iw}, Q_{iw+r}, Q_{iw+2r}, ...], likewise K̃_i, Ṽ_i; §2.3: head j uses the offset s_j = j mod r,
+# see head_offsets for fewer heads than r), and attend densely and causally among the kept rows. Patterns are
+# mixed per row by their softmax denominators s_i (§2.2: α_i = s_i / Σ_j s_j):
+#   O = Σ_i α_i O_i = Σ_i softmax_i(lse_i) O_i,   lse_i = log s_i,
 # and a pattern that does not cover a row adds nothing to it. The gradient flows through the mixing
 # weights too (the official code detaches them, which biases its gradient).
 # Equivalently, O is ONE softmax attention where key j has weight c_ij·exp(q_i·k_j/√d), c_ij being the
 # number of patterns that cover both i and j; the tests use that as their reference.
-#
 # Rates that do not divide w (the paper's 6 and 12 with w = 2^k): each segment is padded to a multiple
 # of r and the padding masked out, so the paper's language-model schedule runs as published.
 
@@ -363,58 +350,74 @@ class DilatedAttention(AttentionBase):
         # RoPE positions restart with each window (scores depend only on i - j inside a window).
         positions = torch.arange(T, device=q.device) % self.window
         q, k = rope(q, positions, self.config.rope_base), rope(cache.k, positions, self.config.rope_base)
-        y = dilated_attention(q, k, cache.v, self.config.dilated_segments, self.config.dilated_rates)
+        y = mix_patterns([dilated_pattern(q, k, cache.v, min(w, T), r)  # w clipped to T; rates[0] = 1 covers all
+                          for w, r in zip(self.config.dilated_segments, self.config.dilated_rates)], q.dtype)
         keep = (T // self.window) * self.window  # the finished windows never matter again
         return y[:, :, t0:], KVCache(cache.k[:, :, keep:], cache.v[:, :, keep:])
 
 
-def dilated_attention(q, k, v, segments, rates):
-    """q, k, v (B, H, T, D) already rotated; returns (B, H, T, D). Every row is covered since rates[0] = 1."""
-    outputs, lses = [], []
-    for w, r in zip(segments, rates):
-        o, lse = dilated_pattern(q, k, v, min(w, q.size(2)), r)  # clip w to the sequence length
-        outputs.append(o)
-        lses.append(lse)
-    weights = torch.softmax(torch.stack(lses), dim=0)  # softmax_i(lse_i) = s_i / Σ_j s_j, -inf -> weight 0
-    return (weights.unsqueeze(-1) * torch.stack(outputs)).sum(0).to(q.dtype)
+def mix_patterns(patterns, dtype):
+    """O = Σ_i softmax_i(lse_i) O_i = Σ_i s_i O_i / Σ_j s_j over the patterns' (O_i, lse_i); -inf -> weight 0."""
+    outputs, lses = zip(*patterns)
+    weights = torch.softmax(torch.stack(lses), dim=0)
+    return (weights.unsqueeze(-1) * torch.stack(outputs)).sum(0).to(dtype)
+
+
+def head_offsets(H, r, device):
+    """The offsets inside a segment that each head keeps for rate r: (H, n) and which of them are used.
+    LongNet gives head j the offset s_j = j mod r (§2.3), so with fewer heads than r the residues H..r-1
+    are queried by no head at all. Our change: head h keeps h, h + H, h + 2H, ... < r, each offset an
+    attention of its own (a row still sees w/r keys); with H >= r this is exactly the paper's offset."""
+    n = min(H, r)
+    offsets = torch.arange(H, device=device)[:, None] % n + n * torch.arange(-(-r // n), device=device)
+    return offsets, offsets < r
+
+
+def attend_kept_rows(qs, ks, vs, allowed):
+    """softmax(Q Kᵀ / √D) V of gathered rows under a boolean mask; returns O and its log-denominator lse.
+    Every row must allow at least one key (an all -inf row would give 0/0)."""
+    scores = at_least_fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(qs.size(-1))
+    scores = scores.masked_fill(~allowed, float('-inf'))
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs, lse
+
+
+def scatter_rows(o, lse, index, valid, T):
+    """Kept rows o (B, H, n, D) and lse (B, H, n) back to their positions index (H, n) among T rows.
+    Invalid (padding) rows go to a dropped extra row; rows nobody covers keep O = 0 and lse = -inf."""
+    B, H, n, D = o.shape
+    index = torch.where(valid, index, T)
+    out = o.new_zeros(B, H, T + 1, D).scatter(2, index[None, :, :, None].expand(B, H, n, D), o)
+    out_lse = lse.new_full((B, H, T + 1), float('-inf')).scatter(
+        2, index[None].expand(B, H, n), lse.masked_fill(~valid, float('-inf')))
+    return out[:, :, :T], out_lse[:, :, :T]
 
 
 def dilated_pattern(q, k, v, w, r):
     """One pattern (w, r): returns each row's output O_i and its log-denominator lse_i, zero and -inf
     on rows the pattern does not cover. Exactly differentiable, including through lse."""
     B, H, T, D = q.shape
-    n_seg = -(-T // w)
-    m = -(-w // r)  # kept rows per segment and head (padded: r need not divide w)
-    # Row j of head h in a segment sits at offset (h mod r) + j·r; those >= w or >= T are padding.
-    offsets = torch.arange(H, device=q.device) % r
-    rows = offsets[:, None] + r * torch.arange(m, device=q.device)                         # (H, m)
-    index = torch.arange(n_seg, device=q.device)[None, :, None] * w + rows[:, None, :]        # (H, n_seg, m)
-    valid = (rows[:, None] < w) & (index < T)                                                     # (H, n_seg, m)
-    index = torch.where(valid, index, 0).reshape(H, n_seg * m)
-    gather = lambda t: t.gather(2, index[None, :, :, None].expand(B, H, -1, D)).view(B, H, n_seg, m, D)
-    qs, ks, vs = gather(q), gather(k), gather(v)
-    # Dense causal attention among the kept rows (kept rows are in position order, so causal = j <= i).
-    scores = fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(D)                            # (B, H, n_seg, m, m)
-    # Padding rows may see only themselves, so that no row is all -inf (0/0); they are dropped below.
-    causal = torch.ones(m, m, dtype=torch.bool, device=q.device).tril()
-    allowed = causal & (valid[:, :, None, :] | torch.eye(m, dtype=torch.bool, device=q.device))
-    scores = scores.masked_fill(~allowed, float('-inf'))
-    lse = torch.logsumexp(scores, dim=-1)                                                   # (B, H, n_seg, m)
-    o = torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs
-    # Scatter back to sequence positions; uncovered rows keep O = 0 and lse = -inf.
-    lse = torch.where(valid, lse, float('-inf')).reshape(B, H, n_seg * m)
-    index = torch.where(valid.reshape(H, -1), index, T)  # padding goes to a dropped extra row
-    out = q.new_zeros(B, H, T + 1, D, dtype=o.dtype).scatter(2, index[None, :, :, None].expand(B, H, -1, D),
-                                                            o.reshape(B, H, n_seg * m, D))
-    out_lse = lse.new_full((B, H, T + 1), float('-inf')).scatter(2, index[None].expand(B, H, -1), lse)
-    return out[:, :, :T], out_lse[:, :, :T]
+    n_seg, n_kept = -(-T // w), -(-w // r)  # kept rows per segment and offset (padded: r need not divide w)
+    offsets, used = head_offsets(H, r, q.device)                                            # (H, n_off)
+    rows = offsets[:, :, None] + r * torch.arange(n_kept, device=q.device)                   # (H, n_off, n_kept)
+    index = torch.arange(n_seg, device=q.device)[:, None, None] * w + rows[:, None]      # (H, n_seg, n_off, n_kept)
+    valid = used[:, None, :, None] & (rows[:, None] < w) & (index < T)  # the rest is padding
+    index, valid = index.reshape(H, -1, n_kept), valid.reshape(H, -1, n_kept)  # groups: (segment, offset) pairs
+    flat = torch.where(valid, index, 0).reshape(H, -1)
+    gather = lambda t: t.gather(2, flat[None, :, :, None].expand(B, H, -1, D)).view(B, H, -1, n_kept, D)
+    # Dense causal attention among a group's kept rows (in position order, so causal = j <= i). Padding rows
+    # see only themselves, so that no row is all -inf; they are dropped by scatter_rows.
+    causal = torch.ones(n_kept, n_kept, dtype=torch.bool, device=q.device).tril()
+    allowed = causal & (valid[:, :, None, :] | torch.eye(n_kept, dtype=torch.bool, device=q.device))
+    o, lse = attend_kept_rows(gather(q), gather(k), gather(v), allowed)
+    return scatter_rows(o.view(B, H, -1, D), lse.view(B, H, -1), index.reshape(H, -1), valid.reshape(H, -1), T)
 
 
 # ----------------------------------------------------------------------------------------------
-# Grouped cross-attention (GCA), the attention of DRT (arXiv:2410.01651). The layers are split:
+# Grouped cross-attention (GCA), the attention of DRT (arXiv:2410.01651v1). The layers are split:
 #   lower layers (gca_lower_layers):  sliding-window self-attention only;
 #   upper layers:                     sliding-window self-attention, then GCA to retrieved chunks, then the MLP.
-# The input is cut into chunks of S = gca_chunk tokens. From the lower layers' output h, once per model:
+# The input is cut into chunks of Lc = gca_chunk tokens. From the lower layers' output h, once per model:
 #   chunk summary   e_c = mean_{t in c} LN(h_t)          (our stand-in for the paper's landmark token, see below)
 #   retrieval       q_c = W_q e_c,  k_c = W_k e_c,  s_{c,j} = q_c · k_j / √C  for j < c
 #   neighbours      chunk c + 1 uses the top-k chunks j < c by s_{c,j} (Gumbel noise when training)
@@ -425,15 +428,19 @@ def dilated_pattern(q, k, v, w, r):
 # The weights w are in the forward pass, so the LM loss trains the retriever: no retrieval labels needed.
 #
 # Our choices (not the paper's):
-# - Chunk summary: the paper appends a landmark token to every 63 text tokens and encodes each chunk with a
-#   small bidirectional encoder. A pooled summary keeps the token stream unchanged (no extra tokens to insert
-#   and strip in training, eval, passkey or streaming: position t is token t for every kind), at the cost of
-#   a cruder summary (an average, not a token that learns what to summarise). A chunk is summarised only once
-#   finished, so the pooling is causal: chunk c's summary is used from chunk c + 1 on.
+# - Chunk summary: the paper appends a landmark token to every 63 text tokens and encodes each chunk with a small
+#   bidirectional encoder. A mean keeps the token stream unchanged (no tokens to insert and strip in training,
+#   eval, passkey or streaming: position t is token t for every kind), at the cost of a cruder summary. A chunk
+#   is summarised once finished, so the pooling is causal: chunk c's summary is used from chunk c + 1 on.
 # - Chunk K/V: one linear projection of LN(h) shared by the upper layers, without the paper's chunk encoder.
 # - No RoPE in the cross-attention: neighbours come from arbitrary distances; the order of a chunk's tokens is
 #   already in h (causal lower layers). The sliding window uses RoPE inside each block pair (relative, so a
 #   model trained at 512 tokens meets no new distance at 1M).
+# - Residual, not MLP input: DRT feeds the GCA output to the upper layer's MLP; we add it to the residual stream,
+#   as RETRO does: while the retriever is still random the small-initialised branch leaves each upper layer a plain
+#   sliding-window block, so training starts as a local LM; the MLP still reads the GCA output, inside the sum.
+# - No null slot (DRT's way for a token to ignore its neighbours): a token ignores retrieval through the residual
+#   branch instead (c_proj can output ~0). A null slot is cheap but untested here; it waits for an experiment.
 
 def sliding_window_attention(q, k, v, window, base):
     """Row i of q, k, v (B, H, N, D; before RoPE) sees keys max(0, i - window + 1) .. i.
@@ -456,15 +463,6 @@ def sliding_window_attention(q, k, v, window, base):
     return y.reshape(B, H, n_blk * W, D)[:, :, :N]
 
 
-def band_attention(q, k, v, window, base):
-    """The same for the last T rows of N keys (a short streaming call after cached keys): one dense band mask."""
-    T, N = q.size(2), k.size(2)
-    positions = torch.arange(N, device=q.device)
-    q, k = rope(q, positions[N - T:], base), rope(k, positions, base)
-    i, j = positions[N - T:, None], positions[None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=(j <= i) & (j > i - window))
-
-
 class SlidingWindowAttention(AttentionBase):
     """Every token sees the last gca_window tokens, itself included: the self-attention of every gca layer.
     Streaming state: a KVCache of the last gca_window - 1 tokens (before RoPE), all that the next token sees."""
@@ -474,7 +472,7 @@ class SlidingWindowAttention(AttentionBase):
         cache = extend_cache(state, k, v)
         t0, N = cache.k.size(2) - T, cache.k.size(2)
         if t0 > 0 and T <= W:
-            y = band_attention(q, cache.k, cache.v, W, base)
+            y = causal_attention(q, cache.k, cache.v, base, window=W)  # one dense band mask
         else:  # placeholder queries for the cached rows, dropped after
             q = torch.cat((q.new_zeros(*q.shape[:2], t0, q.size(3)), q), dim=2)
             y = sliding_window_attention(q, cache.k, cache.v, W, base)[:, :, t0:]
@@ -483,17 +481,15 @@ class SlidingWindowAttention(AttentionBase):
 
 
 class ChunkStore(NamedTuple):
-    """The past that retrieval draws on; unlike Infini's memory it keeps everything and grows with the input.
-    Cost per token: K and V rows shared by all upper layers (2·C numbers) plus a retrieval key and query per
-    chunk (2·C/S per token): (2 + 2/S)·C numbers, i.e. (2 + 2/S)·C / n_upper per upper layer. At C = 1024,
-    S = 64, bf16: 4160 bytes per token in all, 693 per upper layer with 6 of them (a full-attention KV cache
-    costs 4096 per layer). Only `keys`/`queries` are needed to rank; `k`/`v` may live on another device (CPU):
-    only the retrieved chunks are indexed and moved (ChunkRetriever.forward)."""
+    """The past that retrieval draws on; unlike Infini's memory it keeps everything and grows with the input:
+    (2 + 2/Lc)·C numbers per token (K/V rows shared by the upper layers; a retrieval key and query per chunk).
+    Only `keys`/`queries` are needed to rank; `k`/`v` may live on another device (CPU): only the retrieved
+    chunks are indexed and moved (ChunkRetriever.forward)."""
     keys: torch.Tensor     # (B, n, C)        retrieval key k_j of each finished chunk
     queries: torch.Tensor  # (B, n, C)        retrieval query q_c of each finished chunk (it picks chunk c + 1's)
-    k: torch.Tensor        # (B, n, H, S, D)  per-token keys of the finished chunks
-    v: torch.Tensor        # (B, n, H, S, D)  per-token values
-    tail: torch.Tensor     # (B, t, C)        LN(h) of the unfinished chunk, t < S
+    k: torch.Tensor        # (B, n, H, Lc, D) per-token keys of the finished chunks
+    v: torch.Tensor        # (B, n, H, Lc, D) per-token values
+    tail: torch.Tensor     # (B, t, C)        LN(h) of the unfinished chunk, t < Lc
 
     def nbytes(self):
         return sum(t.numel() * t.element_size() for t in self)
@@ -502,9 +498,9 @@ class ChunkStore(NamedTuple):
 class Retrieved(NamedTuple):
     """What the upper layers of one call need: the neighbours of each of the m consecutive chunks that the
     call's tokens lie in. Gathered once, shared by all upper layers (one copy, one transfer from the store)."""
-    k: torch.Tensor        # (B, m, k, H, S, D) the neighbours' per-token keys
-    v: torch.Tensor        # (B, m, k, H, S, D) and values
-    weights: torch.Tensor  # (B, m, k) w = softmax of the selected scores; 0 for an empty slot
+    k: torch.Tensor        # (B, m, top_k, H, Lc, D) the neighbours' per-token keys
+    v: torch.Tensor        # (B, m, top_k, H, Lc, D) and values
+    weights: torch.Tensor  # (B, m, top_k) w = softmax of the selected scores; 0 for an empty slot
     offset: int            # position of the call's first token inside its chunk
 
 
@@ -523,33 +519,36 @@ class ChunkRetriever(nn.Module):
 
     def forward(self, h, store):
         c, (B, T, C) = self.config, h.shape
-        S, H, D = c.gca_chunk, c.n_head, c.head_size
-        t0 = 0 if store is None else store.keys.size(1) * S + store.tail.size(1)  # tokens before this call
+        Lc, H, D = c.gca_chunk, c.n_head, c.head_size
+        t0 = 0 if store is None else store.keys.size(1) * Lc + store.tail.size(1)  # tokens before this call
         u = self.ln(h) if store is None else torch.cat((store.tail, self.ln(h)), dim=1)  # from the unfinished chunk on
-        n_new = u.size(1) // S                              # chunks this call finishes
-        done = u[:, :n_new * S].view(B, n_new, S, C)
+        n_new = u.size(1) // Lc                             # chunks this call finishes
+        done = u[:, :n_new * Lc].view(B, n_new, Lc, C)
         e = done.mean(2)                                    # chunk summaries e_c, (B, n_new, C)
-        k, v = self.c_kv(done).view(B, n_new, S, 2, H, D).permute(3, 0, 1, 4, 2, 5)  # 2 x (B, n_new, H, S, D)
-        new = ChunkStore(self.c_key(e), self.c_query(e), k, v, u[:, n_new * S:])
+        k, v = self.c_kv(done).view(B, n_new, Lc, 2, H, D).permute(3, 0, 1, 4, 2, 5)  # 2 x (B, n_new, H, Lc, D)
+        new = ChunkStore(self.c_key(e), self.c_query(e), k, v, u[:, n_new * Lc:])
         # The first call sets the store's dtype (bf16 under autocast) and each tensor stays on its device: move
         # k and v of a returned state to the CPU once and later calls append there.
         store = new if store is None else ChunkStore(*(torch.cat((old, x.to(old.device)), dim=1)
                                                        for old, x in zip(store[:4], new[:4])), new.tail)
-        first, last = t0 // S, (t0 + T - 1) // S            # chunks holding this call's tokens
+        first, last = t0 // Lc, (t0 + T - 1) // Lc          # chunks holding this call's tokens
         index, weights = self.retrieve(store.queries, store.keys, torch.arange(first, last + 1, device=h.device))
         batch, index = torch.arange(B, device=store.k.device)[:, None, None], index.to(store.k.device)
-        kn, vn = store.k[batch, index].to(h.device), store.v[batch, index].to(h.device)  # (B, m, k, H, S, D)
-        return Retrieved(kn, vn, weights, t0 - first * S), store
+        kn, vn = (t[batch, index].to(h.device) for t in (store.k, store.v))  # (B, m, top_k, H, Lc, D)
+        return Retrieved(kn, vn, weights, t0 - first * Lc), store
 
     def retrieve(self, queries, keys, chunks):
         """Neighbours of each chunk m in `chunks`: the top-k chunks j < m - 1 by s_{m-1, j}, and their weights.
         Chunk m - 1 is finished before chunk m starts and so is every j < m - 1: nothing unfinished is ranked."""
         B, n, C = keys.shape
-        k = min(self.config.gca_topk, n)
-        if k == 0:  # no chunk finished yet
+        top_k = min(self.config.gca_topk, n)
+        if top_k == 0:  # no chunk finished yet
             return chunks.new_zeros(B, len(chunks), 0), keys.new_zeros(B, len(chunks), 0)
         asking = queries[:, (chunks - 1).clamp(min=0)]                       # q_{m-1}, (B, m, C)
-        scores = asking @ keys.transpose(1, 2) / math.sqrt(C)                # s_{m-1, j}, (B, m, n)
+        # Scores and noise in float32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so nearby scores
+        # tie at the k-th place and the noise's largest values are capped, and the top-k sets come out different.
+        with torch.autocast(keys.device.type, enabled=False):
+            scores = at_least_fp32(asking) @ at_least_fp32(keys).transpose(1, 2) / math.sqrt(C)  # s_{m-1,j} (B, m, n)
         allowed = torch.arange(n, device=keys.device) < (chunks[:, None] - 1)  # (m, n): j < m - 1
         ranked = scores.detach()
         if self.training and self.config.gca_gumbel > 0:
@@ -557,28 +556,28 @@ class ChunkRetriever(nn.Module):
             # favourites, as the paper does in training. The noise picks the chunks only; w uses the clean scores.
             u = torch.rand_like(ranked).clamp(min=1e-20)
             ranked = ranked - self.config.gca_gumbel * torch.log(-torch.log(u))
-        top = ranked.masked_fill(~allowed, float('-inf')).topk(k, dim=-1).indices   # (B, m, k), best first
+        top = ranked.masked_fill(~allowed, float('-inf')).topk(top_k, dim=-1).indices  # (B, m, top_k), best first
         valid = allowed.expand(B, -1, -1).gather(-1, top)                    # slots beyond the j < m - 1 chunks
         selected = scores.gather(-1, top).masked_fill(~valid, torch.finfo(scores.dtype).min)
         weights = torch.softmax(selected, dim=-1) * valid                    # w; all 0 for chunks 0 and 1
         return torch.where(valid, top, 0), weights                           # empty slots point at chunk 0, weight 0
 
 
-def grouped_cross_attention(q, r, S):
+def grouped_cross_attention(q, r, Lc):
     """q (B, H, T, D): queries of the call's T tokens. Returns Σ_i w_i softmax(Q K_{j_i}ᵀ / √D) V_{j_i}, (B, H, T, D).
     Fast path: the tokens fold into (chunk, neighbour) pairs, each a batch entry of one SDPA call without mask
-    (a neighbour is a finished chunk, wholly visible); the k outputs are then summed with the weights."""
+    (a neighbour is a finished chunk, wholly visible); the top_k outputs are then summed with the weights."""
     B, H, T, D = q.shape
-    m, k = r.weights.shape[1:]
-    if k == 0:
+    m, top_k = r.weights.shape[1:]
+    if top_k == 0:
         return torch.zeros_like(q)
     pad = r.offset  # align the rows to chunk boundaries; padding rows are dropped
-    q = F.pad(q, (0, 0, pad, m * S - pad - T)).view(B, H, m, S, D).transpose(1, 2)    # (B, m, H, S, D)
-    q = q[:, :, None].expand(-1, -1, k, -1, -1, -1)                                    # (B, m, k, H, S, D)
-    fold = lambda t: t.reshape(B * m * k, H, S, D)  # 4-D, so that SDPA may pick a fused kernel on the GPU
-    o = F.scaled_dot_product_attention(fold(q), fold(r.k), fold(r.v)).view(B, m, k, H, S, D)  # one softmax each
+    q = F.pad(q, (0, 0, pad, m * Lc - pad - T)).view(B, H, m, Lc, D).transpose(1, 2)  # (B, m, H, Lc, D)
+    q = q[:, :, None].expand(-1, -1, top_k, -1, -1, -1)                                # (B, m, top_k, H, Lc, D)
+    fold = lambda t: t.reshape(B * m * top_k, H, Lc, D)  # 4-D, so that SDPA may pick a fused kernel on the GPU
+    o = F.scaled_dot_product_attention(fold(q), fold(r.k), fold(r.v)).view(B, m, top_k, H, Lc, D)  # a softmax each
     y = torch.einsum('bmk,bmkhsd->bhmsd', r.weights.to(o.dtype), o)                   # Σ_i w_i o_i
-    return y.reshape(B, H, m * S, D)[:, :, pad:pad + T]
+    return y.reshape(B, H, m * Lc, D)[:, :, pad:pad + T]
 
 
 class GroupedCrossAttention(nn.Module):
@@ -633,7 +632,7 @@ class Block(nn.Module):
     def forward(self, x, state=None, retrieved=None):
         a, state = self.attn(self.ln_1(x), state)
         x = x + a
-        if retrieved is not None:
+        if retrieved is not None:  # added to the residual stream, not fed to the MLP as in DRT: see the GCA notes
             x = x + self.cross(self.ln_x(x), retrieved)
         return x + self.mlp(self.ln_2(x)), state
 
@@ -679,7 +678,8 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1), ignore_index=-1)
+            logits_fp32 = at_least_fp32(logits.reshape(-1, logits.size(-1)))
+            loss = F.cross_entropy(logits_fp32, targets.reshape(-1), ignore_index=-1)
             return logits, loss, new_state
         if last_logits is not None:
             x = x[:, x.size(1) - last_logits:]
@@ -701,8 +701,7 @@ class GPT(nn.Module):
             groups.append({'params': gates, 'weight_decay': 0.0, 'lr_scale': gate_lr / learning_rate})
         for g in groups:
             g['lr'] = learning_rate * g['lr_scale']
-        fused = device_type == 'cuda'
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
 
     def attention_flops_per_token(self, seq_len):
         """Forward matmul FLOPs of attention scores and weighted sums per token, all layers, causal-counted."""
@@ -714,8 +713,9 @@ class GPT(nn.Module):
         elif c.attn == 'gca':  # a sliding window of W keys, fewer for the first W tokens
             W = min(c.gca_window, T)
             keys = W - W * W / (2 * T)
-        else:  # each head keeps 1/r of the rows, each seeing about (w/r)/2 keys
-            keys = sum(min(w, T) / r / r / 2 for w, r in zip(c.dilated_segments, c.dilated_rates))
+        else:  # a head queries max(H, r)/(H·r) of the rows (1/r if H >= r, head_offsets), each seeing ~(w/r)/2 keys
+            keys = sum(min(w, T) / r / 2 * max(c.n_head, r) / (c.n_head * r)
+                       for w, r in zip(c.dilated_segments, c.dilated_rates))
         flops = 2 * 2 * keys * c.n_embd
         if c.attn == 'infini':  # memory read σ(Q)M and update σ(K)ᵀV, D×D per head and token
             flops += 2 * 2 * c.n_embd * c.head_size

@@ -3,15 +3,16 @@ Sequence parallelism: one long window split across the ranks of a torch.distribu
 holding the contiguous slice [p·L, (p+1)·L) of T = P·L tokens, for the attention kinds whose structure makes
 it cheap. Each rank computes exactly what the single-process layer computes for its slice.
 
-- dilated: LongNet (Ding et al., arXiv:2307.02486), section 3.1. A pattern (w, r) whose segment fits in a
+- dilated: LongNet (Ding et al., arXiv:2307.02486v2), section 3.1. A pattern (w, r) whose segment fits in a
   rank's slice (w divides L) runs locally. For a longer segment each rank first keeps only its dilated rows
-  of K and V (those ≡ h mod r inside the segment, 1/r of them), all-gathers them among the w/L ranks that
-  share the segment, and attends its own kept query rows to them, causally; its own keys are part of the
-  gathered set (the official causal path appears to drop them). A rank receives < w/r rows per head per
-  pattern, whatever T is. Patterns are then mixed by their log-denominators as model.dilated_attention does.
-- infini: Infini-attention (Munkhdalai et al., arXiv:2404.07143). The linear memory is a sum (eq. 4), so the
-  memory rank p starts from is Σ_{j<p} of each rank's σ(K)ᵀV and Σσ(K) totals: one all-gather of D×(D+1)
-  per head, a prefix sum, then model.py's own fast path from that memory. The delta rule (eq. 5) reads the
+  of K and V (those at head h's offsets mod r inside the segment, see model.head_offsets), all-gathers them
+  among the w/L ranks that share the segment, and attends its own kept query rows to them, causally; its own
+  keys are part of the gathered set (the official causal path appears to drop them). A rank receives < w/r rows
+  per head, offset and pattern, whatever T is. Patterns are then mixed by their log-denominators
+  (model.mix_patterns).
+- infini: Infini-attention (Munkhdalai et al., arXiv:2404.07143, eq. numbers of v1). The linear memory is a
+  sum (eq. 4), so the memory rank p starts from is Σ_{j<p} of each rank's σ(K)ᵀV and Σσ(K) totals: one
+  all-gather of D×(D+1) per head, a prefix sum, then model.py's own fast path from that memory. The delta rule (eq. 5) reads the
   memory before each update, so it passes the memory rank to rank (rank p waits for p-1: the memory of a
   long window is split across devices, the time is not).
 - local: nothing to do, once segment_len divides L no segment crosses a rank.
@@ -29,7 +30,6 @@ losses with respect to its slice and to its use of the weights; summing paramete
     loss = sequence_parallel_loss(logits, y, group)       # then DDP's mean over ranks = the window's mean loss
 """
 
-import math
 from contextlib import contextmanager
 
 import torch
@@ -37,7 +37,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import (DilatedAttention, FullAttention, InfiniAttention, InfiniState, LocalAttention, Memory,
-                   dilated_pattern, fp32, rope, sigma)
+                   at_least_fp32, attend_kept_rows, dilated_pattern, head_offsets, mix_patterns, rope, scatter_rows,
+                   sigma)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class ReceiveFromPrevious(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, group, shapes):
         ctx.group, ctx.src = group, dist.get_global_rank(group, dist.get_rank(group) - 1)
-        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32  # the memory's dtype, see fp32
+        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32  # the memory's: at_least_fp32
         received = [anchor.new_empty(s, dtype=dtype) for s in shapes]
         for t in received:
             _record('recv', t, 2)
@@ -233,7 +234,7 @@ class SequenceParallelInfiniAttention(SequenceParallelMixin, InfiniAttention):
         """M and z after the segments of ranks 0..rank-1: eq. 4 summed over their tokens, as a prefix sum over
         ranks (the linear memory is a sum, so where the segment boundaries fall does not matter)."""
         with torch.autocast(k.device.type, enabled=False):
-            sk, vf = sigma(fp32(k)), fp32(v)
+            sk, vf = sigma(at_least_fp32(k)), at_least_fp32(v)
             total = torch.cat((sk.transpose(-1, -2) @ vf, sk.sum(-2).unsqueeze(-1)), dim=-1)  # (B, H, D, D+1)
             totals = all_gather(total.unsqueeze(0), self.seq_group)                         # (P, B, H, D, D+1)
             before = totals[:rank].sum(0)
@@ -244,19 +245,16 @@ class SequenceParallelDilatedAttention(SequenceParallelMixin, DilatedAttention):
     def attend(self, q, k, v, state):
         rank, P = self.rank_and_world(q, state)
         L = q.size(2)
-        T, segments, rates = P * L, self.config.dilated_segments, self.config.dilated_rates
         positions = (rank * L + torch.arange(L, device=q.device)) % self.window  # global positions, as the model
         q, k = rope(q, positions, self.config.rope_base), rope(k, positions, self.config.rope_base)
-        outputs, lses = [], []
-        for w, r in zip(segments, rates):
-            w = min(w, T)
+        patterns = []
+        for w, r in zip(self.config.dilated_segments, self.config.dilated_rates):
+            w = min(w, P * L)
             if w <= L:  # w divides L: this rank's segments are whole segments of the window
-                o, lse = dilated_pattern(q, k, v, w, r)
+                patterns.append(dilated_pattern(q, k, v, w, r))
             else:
-                o, lse = self.distributed_pattern(q, k, v, w, r, rank, P)
-            outputs.append(o)
-            lses.append(lse)
-        return mix_patterns(outputs, lses, q.dtype), None
+                patterns.append(self.distributed_pattern(q, k, v, w, r, rank, P))
+        return mix_patterns(patterns, q.dtype), None
 
     def distributed_pattern(self, q, k, v, w, r, rank, P):
         """dilated_pattern for a segment spanning w/L ranks: this rank's O_i and lse_i (zero / -inf off the pattern)."""
@@ -264,41 +262,28 @@ class SequenceParallelDilatedAttention(SequenceParallelMixin, DilatedAttention):
         g = w // L                                   # ranks per segment
         first = rank // g * g
         G, i = min(g, P - first), rank - first       # this segment's ranks (the last may be cut short), my index
-        m = -(-L // r)                               # kept rows per rank and head (padded: r need not divide L)
-        # Rank i of the segment starts at offset i·L in it; head h keeps the rows at offsets ≡ h (mod r).
-        member = torch.arange(G, device=q.device)[:, None, None]
-        rows = (torch.arange(H, device=q.device)[None, :, None] - member * L) % r \
-            + r * torch.arange(m, device=q.device)                                         # (G, H, m) local rows
-        valid = rows < L
-        offset = member * L + rows                                                         # (G, H, m) in segment
-        mine = torch.where(valid[i], rows[i], 0)
-        take = lambda t: t.gather(2, mine[None, :, :, None].expand(B, H, m, D))
-        qs = take(q)
+        n_kept = -(-L // r)                          # kept rows per rank, head and offset (padded: r need not divide L)
+        # Rank i of the segment starts at position i·L in it; head h keeps the rows at its offsets mod r.
+        offsets, used = head_offsets(H, r, q.device)                                        # (H, n_off)
+        member = torch.arange(G, device=q.device)[:, None, None, None]
+        rows = (offsets[:, :, None] - member * L) % r + r * torch.arange(n_kept, device=q.device)  # G, H, n_off, n_kept
+        valid = used[:, :, None] & (rows < L)
+        position = member * L + rows                                                          # in the segment
+        mine = torch.where(valid[i], rows[i], 0).reshape(H, -1)
+        take = lambda t: t.gather(2, mine[None, :, :, None].expand(B, H, -1, D)).view(B, H, -1, n_kept, D)
         # Sparsify first, then communicate: every rank of the segment sends only its kept rows of K and V.
         kv = all_gather(torch.cat((take(k), take(v)), dim=-1).unsqueeze(0), segment_group(self.seq_group, first, G))
-        ks, vs = kv.view(G, B, H, m, 2 * D).permute(1, 2, 0, 3, 4).reshape(B, H, G * m, 2 * D).split(D, dim=-1)
-        key_offset = offset.transpose(0, 1).reshape(H, G * m)
-        key_valid = valid.transpose(0, 1).reshape(H, G * m)
-        scores = fp32(qs @ ks.transpose(-1, -2)) / math.sqrt(D)                            # (B, H, m, G·m)
-        allowed = (key_offset[:, None, :] <= offset[i][:, :, None]) & key_valid[:, None, :]  # causal, own keys in
+        ks, vs = kv.permute(1, 2, 3, 0, 4, 5).reshape(B, H, -1, G * n_kept, 2 * D).split(D, dim=-1)  # rank-major
+        across = lambda t: t.permute(1, 2, 0, 3).reshape(H, -1, G * n_kept)  # (G, H, n_off, n_kept), the same order
+        key_position, key_valid = across(position), across(valid)
+        # causal, own keys included
+        allowed = (key_position[..., None, :] <= position[i][..., None]) & key_valid[..., None, :]
         # A padding query row may see only its own slot, so that no row is all -inf (0/0); it is dropped below.
-        own = torch.arange(G * m, device=q.device)[None, :] == i * m + torch.arange(m, device=q.device)[:, None]
-        allowed = allowed | (~valid[i][:, :, None] & own)
-        scores = scores.masked_fill(~allowed, float('-inf'))
-        lse = torch.logsumexp(scores, dim=-1)                                               # (B, H, m)
-        o = torch.exp(scores - lse.unsqueeze(-1)).to(vs.dtype) @ vs
-        # Scatter back to this rank's positions; padding goes to a dropped extra row.
-        index = torch.where(valid[i], rows[i], L)
-        out = q.new_zeros(B, H, L + 1, D, dtype=o.dtype).scatter(2, index[None, :, :, None].expand(B, H, m, D), o)
-        out_lse = lse.new_full((B, H, L + 1), float('-inf')).scatter(
-            2, index[None].expand(B, H, m), torch.where(valid[i], lse, float('-inf')))
-        return out[:, :, :L], out_lse[:, :, :L]
-
-
-def mix_patterns(outputs, lses, dtype):
-    """model.dilated_attention's mixing, eq. 10: O = Σ_i softmax_i(lse_i) O_i (a pattern off a row adds nothing)."""
-    weights = torch.softmax(torch.stack(lses), dim=0)
-    return (weights.unsqueeze(-1) * torch.stack(outputs)).sum(0).to(dtype)
+        slots = torch.arange(n_kept, device=q.device)
+        own = torch.arange(G * n_kept, device=q.device)[None, :] == i * n_kept + slots[:, None]
+        allowed = allowed | (~valid[i][..., None] & own)
+        o, lse = attend_kept_rows(take(q), ks, vs, allowed)
+        return scatter_rows(o.view(B, H, -1, D), lse.view(B, H, -1), rows[i].reshape(H, -1), valid[i].reshape(H, -1), L)
 
 
 SEQUENCE_PARALLEL = {InfiniAttention: SequenceParallelInfiniAttention,
@@ -352,7 +337,7 @@ def sequence_parallel_loss(logits, targets, group=None):
     n_total counts the targets != -1 of the whole window. DDP averages gradients over ranks (÷P), so the
     gradient is that of the window's mean loss, and the mean of these values over the group is that loss.
     A rank whose targets are all -1 (passkey fine-tuning) adds 0, never 0/0."""
-    loss_sum = F.cross_entropy(fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1),
+    loss_sum = F.cross_entropy(at_least_fp32(logits.reshape(-1, logits.size(-1))), targets.reshape(-1),
                                ignore_index=-1, reduction='sum')
     n = (targets != -1).sum().to(loss_sum.dtype)
     dist.all_reduce(n, group=group)  # a count: no gradient
@@ -360,7 +345,7 @@ def sequence_parallel_loss(logits, targets, group=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# What each rank sends, per layer (docs: /work/notes/parallel_note.md; scripts/seqpar_comm.py prints it).
+# What each rank sends, per layer (scripts/seqpar_comm.py prints it).
 
 def communication_per_layer(config, seq_len, world, rank=0, batch_size=1, element_size=2, memory_element_size=4):
     """Bytes this rank sends per layer, as {'forward', 'backward', 'patterns': [(w, r, ranks sharing, bytes)]},
@@ -376,7 +361,8 @@ def communication_per_layer(config, seq_len, world, rank=0, batch_size=1, elemen
             if w_eff > L:
                 first = rank // (w_eff // L) * (w_eff // L)
                 G = min(w_eff // L, world - first)
-            chunk = B * H * -(-L // r) * 2 * D * element_size  # kept rows of K and V, padded to ⌈L/r⌉
+            n_off = head_offsets(H, r, 'cpu')[0].size(1)  # offsets per head (more than 1 when H < r)
+            chunk = B * H * n_off * -(-L // r) * 2 * D * element_size  # kept rows of K and V, padded to ⌈L/r⌉
             patterns.append((w, r, G, (G - 1) * chunk))
         sent = sum(p[3] for p in patterns)
         return {'forward': sent, 'backward': sent, 'patterns': patterns}

@@ -2,6 +2,8 @@
 # arXiv:2307.02486, section 2.2, and the language-model schedule of its section 4: segment lengths
 # w = 2048, 4096, 8192, 16384, 32768 with dilation rates r = 1, 2, 4, 6, 12). Rates 6 and 12 do not divide w;
 # model.py pads each segment to a multiple of r and masks the padding, so the schedule runs as published.
+# With 8 heads and r = 12, the paper's offsets (head j keeps j mod r) would leave residues 8..11 unqueried;
+# model.head_offsets gives heads 0..3 a second offset (8..11), so every position is a query in every pattern.
 # The model and training are pg19_infini.py's (12 layers, 8 x 128 heads, windows of 32768 tokens, AdamW: see
 # its comments) with dilated attention in place of Infini-attention, for a comparison at equal size.
 # Cost (estimated, not measured): the patterns do ~2x the local layer's attention FLOPs, ~1.1 s/step on 8 H100s.

@@ -14,7 +14,6 @@ Error measure: ||fast - float64|| / ||float64|| (Frobenius), per output and per 
 
 import argparse
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for model.py
 from model import ATTENTION, Block, GPTConfig  # noqa: E402
+from bench import load_model_file  # noqa: E402
 
 KINDS = {
     'full': dict(attn='full'),
@@ -146,14 +146,8 @@ def record(results, kind, check, err, tol, error=None):
 
 
 def use_model_file(path):
-    """--model: import another model.py (a proposed change, say) as `model`, leaving the repo's untouched."""
     global ATTENTION, Block, GPTConfig
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: --model {path}: no such file")
-    spec = importlib.util.spec_from_file_location('model', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules['model'] = module
-    spec.loader.exec_module(module)
+    module = load_model_file(path)
     ATTENTION, Block, GPTConfig = module.ATTENTION, module.Block, module.GPTConfig
 
 

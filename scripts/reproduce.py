@@ -6,63 +6,57 @@ Reproduce the small-scale experiments of two long-context papers, end to end, on
 - LongNet: Ding et al., "LongNet: Scaling Transformers to 1,000,000,000 Tokens", arXiv:2307.02486 (section 4:
   perplexity as the evaluation length grows).
 
-Experiments (python scripts/reproduce.py --list shows every run, its command and its estimated GPU minutes):
-  exp1  long-context LM on pg19 and arxiv_math (math-mini): local (memory off), infini linear, infini delta,
-        dilated and full, at equal size, data and token budget; per-book streaming perplexity on the validation
-        books at 32K tokens and over whole books, and the loss against position (eval_ppl.py).
+Experiments (--list shows every stage, its command and its estimated GPU minutes):
+  exp1  long-context LM on pg19 and arxiv_math: local (memory off), infini linear, infini delta, dilated and full,
+        at equal size, data and token budget; per-book streaming perplexity on the validation books at 32K tokens
+        and over whole books, and the loss against position (eval_ppl.py).
   exp2  passkey: the exp1 pg19 infini (linear, delta) and local checkpoints, zero-shot and fine-tuned on 5K-token
-        passkey examples (configs/passkey_finetune.py), at 8K, 32K, 128K, 512K and 1M tokens (passkey.py).
+        passkey examples (configs/passkey_finetune.py), at 8K to 1M tokens (passkey.py).
   exp3  LongNet: dilated, local and full trained at 8K, evaluated at 2K, 8K and 32K (eval_ppl.py).
 
-    python scripts/reproduce.py --scale tiny                          # CPU smoke test on generated data, ~20 s
-    python scripts/reproduce.py --scale small --data_root .gpu_data --list
-    python scripts/reproduce.py --scale small --data_root .gpu_data --max_minutes 7 --pack $OUT/repro.tgz
-    python scripts/reproduce.py --scale small --report                # tables from what has finished so far
+    python scripts/reproduce.py --scale tiny                       # CPU smoke test on generated books
+    python scripts/reproduce.py --scale small --list               # the plan, its commands and cost
+    python scripts/reproduce.py --scale small --max_minutes 60     # run (again) what is not done yet
+    python scripts/reproduce.py --scale small --report             # the tables from what has finished so far
 
-Every stage runs as a subprocess (train.py, eval_ppl.py, passkey.py, data/*/prepare.py). Finished stages are
-recorded in <work_dir>/state.json and skipped when the command runs again; an unfinished training continues with
---init_from=resume. --max_minutes stops cleanly before a time budget runs out: a training is asked to stop (it
-saves a checkpoint), an evaluation is stopped and runs again next time. Results go to results/<experiment>.json
-(numbers, commands, configs, device, torch version, git commit, wall time) with PNG plots when matplotlib is
-installed. The GPU protocol (slices of 8 minutes, what to carry between sessions) is in the README's Results.
+Every stage is a `python script.py ...` subprocess (train.py, eval_ppl.py, passkey.py, data/*/prepare.py).
+Finished stages are recorded in <work_dir>/state.json and skipped when the command runs again; an unfinished
+training continues with --init_from=resume. --max_minutes (or SIGINT / SIGTERM) stops cleanly: a training saves
+a checkpoint, an evaluation runs again next time. Results go to <results_dir>/<experiment>.json: the numbers,
+the command, config, device, torch version, git commit and wall time of every stage.
 """
 
 import argparse
 import fnmatch
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
-import re
 import runpy
 import signal
 import subprocess
 import sys
 import tarfile
 import time
-import traceback
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+K = 1024
 EFFECTIVE_FLOPS = 400e12  # H100 bf16 at ~50% MFU: the rate the GPU-minute estimates assume (not measured)
 EXPERIMENTS = ('exp1', 'exp2', 'exp3')
-KINDS = {  # exp1's five models: run name -> (attn, mem_update)
-    'local': ('local', 'linear'),
-    'infini_linear': ('infini', 'linear'),
-    'infini_delta': ('infini', 'delta'),
-    'dilated': ('dilated', 'linear'),
-    'full': ('full', 'linear'),
-}
+KINDS = {'local': ('local', 'linear'), 'infini_linear': ('infini', 'linear'), 'infini_delta': ('infini', 'delta'),
+         'dilated': ('dilated', 'linear'), 'full': ('full', 'linear')}  # run name -> (attn, mem_update)
 CORPORA = {'pg19': 'pg19', 'math': 'arxiv_math'}  # column name -> data folder (and data/<folder>/prepare.py)
+PASSKEY_BASES = ('infini_linear', 'infini_delta', 'local')  # exp2: fine-tuned from exp1's pg19 checkpoints
+EXP3_RUNS = ('dilated', 'local', 'full')
 
 # -----------------------------------------------------------------------------
-# Scales. tokens per optimizer step = batch_size x gradient_accumulation_steps x seq_len, equal for every kind
-# of an experiment; the batch split differs only to fit memory (dense dilated scores, fp32 logits).
-
-K = 1024
+# Scales. Tokens per optimizer step = batch_size x gradient_accumulation_steps x seq_len, equal for every kind of
+# an experiment; the batch split (batch: kind -> (batch_size, accumulation)) differs only to fit memory.
 SCALES = {
     # CPU smoke test: generated byte-level books, a 2 x 32 model, 2 steps per run. Tests the driver, not the papers.
     'tiny': dict(
@@ -74,41 +68,35 @@ SCALES = {
                   batch={'*': (2, 1)}, iters=2, eval_lens=(32, 128, 512)),
     ),
     # One H100: 6 x 512, 16 segments of 1024 per 16K training window (the paper's 16 segments of 2048 per 32K,
-    # at half the length), 262,144 tokens per step; ~105M tokens per pg19 run and ~63M per math run (~4.5 epochs
-    # each). configs/repro_small.py says why this size.
+    # at half the length), 262,144 tokens per step; ~105M tokens per pg19 run and ~63M per math run.
+    # configs/repro_small.py says why this size.
     'small': dict(
         config='configs/repro_small.py', tokenizer='gpt2', data_root='data',
-        exp1=dict(seq_len=16 * K, segment_len=1 * K,
-                  # LongNet's schedule (w 2048..32768, r 1, 2, 4, 6, 12) halved like the segment: its first
-                  # pattern is the local baseline's segment, its last spans the training window.
-                  dilated=((1 * K, 2 * K, 4 * K, 8 * K, 16 * K), (1, 2, 4, 6, 12)), eval_len=32 * K,
-                  batch={'*': (2, 8), 'dilated': (1, 16)}, iters={'pg19': 400, 'math': 240}),
+        # LongNet's schedule (w 2048..32768, r 1, 2, 4, 6, 12) halved like the segment in exp1; as published in exp3
+        exp1=dict(seq_len=16 * K, segment_len=1 * K, dilated=((1 * K, 2 * K, 4 * K, 8 * K, 16 * K), (1, 2, 4, 6, 12)),
+                  eval_len=32 * K, batch={'*': (2, 8), 'dilated': (1, 16)}, iters={'pg19': 400, 'math': 240}),
         exp2=dict(seq_len=5 * K, iters=400, batch=(8, 1), learning_rate=1e-4,
                   lens=(8 * K, 32 * K, 128 * K, 512 * K, 1024 * K), trials=5),
-        exp3=dict(seq_len=8 * K, segment_len=2 * K,
-                  dilated=((2 * K, 4 * K, 8 * K, 16 * K, 32 * K), (1, 2, 4, 6, 12)),  # LongNet's, as published
+        exp3=dict(seq_len=8 * K, segment_len=2 * K, dilated=((2 * K, 4 * K, 8 * K, 16 * K, 32 * K), (1, 2, 4, 6, 12)),
                   batch={'*': (4, 8), 'dilated': (2, 16)}, iters=400, eval_lens=(2 * K, 8 * K, 32 * K)),
     ),
-    # The paper's model and geometry (12 x 1024, segment 2048, 32K windows, 2.1M tokens per step) on the real
-    # PG19 / proof-pile: for --list (what a faithful run costs), not for one GPU.
+    # The paper's model and geometry (12 x 1024, segment 2048, 32K windows, 2.1M tokens per step): for --list
+    # (what a faithful run costs), not for one GPU.
     'paper': dict(
         config='configs/repro_paper.py', tokenizer='gpt2', data_root='data',
-        exp1=dict(seq_len=32 * K, segment_len=2 * K,
-                  dilated=((2 * K, 4 * K, 8 * K, 16 * K, 32 * K), (1, 2, 4, 6, 12)), eval_len=32 * K,
-                  batch={'*': (1, 64)}, iters={'pg19': 10000, 'math': 5000}),
+        exp1=dict(seq_len=32 * K, segment_len=2 * K, dilated=((2 * K, 4 * K, 8 * K, 16 * K, 32 * K), (1, 2, 4, 6, 12)),
+                  eval_len=32 * K, batch={'*': (1, 64)}, iters={'pg19': 10000, 'math': 5000}),
         exp2=dict(seq_len=6 * K, iters=400, batch=(8, 8), learning_rate=1e-4,  # 6K: whole 2048-token segments
                   lens=(8 * K, 32 * K, 128 * K, 512 * K, 1024 * K), trials=10),
-        exp3=dict(seq_len=8 * K, segment_len=2 * K,
-                  dilated=((2 * K, 4 * K, 8 * K, 16 * K, 32 * K), (1, 2, 4, 6, 12)),
+        exp3=dict(seq_len=8 * K, segment_len=2 * K, dilated=((2 * K, 4 * K, 8 * K, 16 * K, 32 * K), (1, 2, 4, 6, 12)),
                   batch={'*': (4, 64), 'dilated': (1, 256)}, iters=10000, eval_lens=(2 * K, 8 * K, 32 * K)),
     ),
 }
-PASSKEY_BASES = ('infini_linear', 'infini_delta', 'local')  # exp2: fine-tuned from exp1's pg19 checkpoints
 
 
 # -----------------------------------------------------------------------------
-# The plan: a list of stages. A command is a list of strings in which {work} and {data} stand for the work and
-# data folders, so that the same stage has the same signature on every machine (a changed plan reruns a stage).
+# The plan: a list of stages. {work} and {data} in a command stand for the work and data folders, so that a stage
+# has the same signature on every machine (a changed plan runs the stage again).
 
 @dataclass
 class Stage:
@@ -119,35 +107,19 @@ class Stage:
     needs: list = field(default_factory=list)  # stages whose outputs this one reads
     out_dir: str = None        # train: its out_dir (holds ckpt.pt; resumed when unfinished)
     init_from: str = 'scratch'  # train: 'scratch' or a checkpoint to fine-tune from
-    info: dict = field(default_factory=dict)  # what the results need to know (run, corpus, tokens, ...)
+    info: dict = field(default_factory=dict)  # what the results need (run, corpus, settings, tokens, len)
 
     @property
     def experiment(self):
         return self.name.split('/')[0]
 
 
-def read_config(path):
-    from configurator import read_config_file
-    return read_config_file(os.path.join(REPO, path))
+def arg(v):
+    return '(' + ','.join(map(str, v)) + ')' if isinstance(v, tuple) else str(v)  # tuples without spaces
 
 
-def train_stage(name, scale, out_dir, data_dir, settings, needs=(), init_from='scratch', config=None, info=None):
-    """A train.py run: the scale's config file, then --key=value for every per-run setting."""
-    config = config or scale['config']
-    command = ['train.py', config] + [f"--{k}={format_value(v)}" for k, v in settings.items()]
-    command += [f"--out_dir={out_dir}", f"--data_dir={data_dir}"] if data_dir else [f"--out_dir={out_dir}"]
-    tokens = settings['max_iters'] * settings['batch_size'] * settings['gradient_accumulation_steps'] * \
-        settings['seq_len']
-    return Stage(name, 'train', command, [f"{out_dir}/ckpt.pt"], list(needs), out_dir, init_from,
-                 dict(info or {}, settings=settings, config_file=config, tokens=tokens))
-
-
-def format_value(v):
-    """An override's text: tuples without spaces, so that a command is easy to copy."""
-    return '(' + ','.join(map(str, v)) + ')' if isinstance(v, tuple) else str(v)
-
-
-def model_settings(attn, mem_update, seq_len, segment_len, dilated):
+def model_settings(run, seq_len, segment_len, dilated):
+    attn, mem_update = KINDS[run]
     s = dict(attn=attn, seq_len=seq_len)
     if attn in ('local', 'infini'):
         s['segment_len'] = segment_len
@@ -158,124 +130,106 @@ def model_settings(attn, mem_update, seq_len, segment_len, dilated):
     return s
 
 
-def batch_settings(batch, kind, iters):
-    b, gas = batch.get(kind, batch['*'])
+def batch_settings(batch, run, iters):
+    b, gas = batch.get(run, batch['*'])
     warmup = max(1, iters // 10) if iters >= 10 else 0  # 10% warmup, then cosine to min_lr over the run
     return dict(batch_size=b, gradient_accumulation_steps=gas, max_iters=iters, warmup_iters=warmup,
                 lr_decay_iters=iters)
 
 
-def build_plan(scale_name, tiny_inputs=None):
-    """Every stage of every experiment, in the order they run: each training is followed by what reads its
-    checkpoint, so that a session that ends between stages leaves few checkpoints that are still needed."""
-    scale = SCALES[scale_name]
-    stages = []
-    if tiny_inputs:  # tokenize the generated books (the real corpora are tokenized once, by hand: see --help)
-        for corpus, folder in CORPORA.items():
-            stages.append(Stage(f"data/{corpus}", 'prepare',
-                                [f"data/{folder}/prepare.py", '--input', f"{tiny_inputs}/{corpus}", '--out',
-                                 f"{{data}}/{folder}", '--tokenizer', scale['tokenizer'], '--workers', '1'],
-                                [f"{{data}}/{folder}/meta.json"]))
-    e1, e2, e3 = scale['exp1'], scale['exp2'], scale['exp3']
-
-    # exp1 (+ exp2 right after the pg19 checkpoint it fine-tunes)
-    for corpus, folder in CORPORA.items():
-        needs_data = [f"data/{corpus}"] if tiny_inputs else []
-        for run, (attn, mem) in KINDS.items():
-            base = f"exp1/{corpus}/{run}"
-            work = f"{{work}}/{base}"
-            settings = {**model_settings(attn, mem, e1['seq_len'], e1['segment_len'], e1['dilated']),
-                        **batch_settings(e1['batch'], run, e1['iters'][corpus])}
-            stages.append(train_stage(f"{base}/train", scale, work, f"{{data}}/{folder}", settings, needs_data,
-                                      info=dict(run=run, corpus=corpus)))
-            # per-book streaming at 32K, then whole books; not full attention over whole books: its KV cache grows
-            # with the book (eval_ppl.py refuses more than 128K tokens; the longest pg19-mini book has 440K)
-            for length in (e1['eval_len'], 0) if run != 'full' else (e1['eval_len'],):
-                stages.append(eval_ppl_stage(base, work, folder, length, e1['segment_len'], run, corpus))
-            if corpus == 'pg19' and run in PASSKEY_BASES:
-                stages += passkey_stages(scale, run, f"{work}/ckpt.pt", f"{base}/train", e2)
-
-    # exp3
-    for run in ('dilated', 'local', 'full'):
-        attn, mem = KINDS[run]
-        base = f"exp3/{run}"
-        work = f"{{work}}/{base}"
-        settings = {**model_settings(attn, mem, e3['seq_len'], e3['segment_len'], e3['dilated']),
-                    **batch_settings(e3['batch'], run, e3['iters'])}
-        needs_data = ["data/pg19"] if tiny_inputs else []
-        stages.append(train_stage(f"{base}/train", scale, work, "{data}/pg19", settings, needs_data,
-                                  info=dict(run=run, corpus='pg19')))
-        for length in e3['eval_lens']:
-            stages.append(eval_ppl_stage(base, work, 'pg19', length, min(e3['eval_lens']) // 4, run, 'pg19'))
-    return stages
+def train(name, config, settings, data, needs=(), init_from='scratch', **info):
+    out = '{work}/' + name.rsplit('/', 1)[0]
+    command = ['train.py', config] + [f"--{k}={arg(v)}" for k, v in settings.items()] + [f"--out_dir={out}"]
+    command += [f"--data_dir={data}"] if data else []
+    tokens = settings['max_iters'] * settings['batch_size'] * settings['gradient_accumulation_steps'] * \
+        settings['seq_len']
+    return Stage(name, 'train', command, [f"{out}/ckpt.pt"], list(needs), out, init_from,
+                 dict(info, settings=settings, config_file=config, tokens=tokens))
 
 
-def passkey_stages(scale, run, base_ckpt, base_stage, e2):
-    """exp2 for one exp1 pg19 checkpoint: passkey zero-shot, fine-tune on 5K-token examples, passkey again."""
-    base = f"exp2/{run}"
-    work = f"{{work}}/{base}"
-    lens = ','.join(str(n) for n in e2['lens'])
-    settings = dict(seq_len=e2['seq_len'], batch_size=e2['batch'][0], gradient_accumulation_steps=e2['batch'][1],
-                    max_iters=e2['iters'], learning_rate=e2['learning_rate'])
-    # Fine-tuning keeps the architecture: the model keys of the base run are passed again, so that nothing in the
-    # fine-tuning config (written for the paper's segment of 2048) can change them.
-    model_keys = {k: v for k, v in read_config(scale['config']).items()
-                  if k in ('n_layer', 'n_head', 'n_embd', 'bias')}
-    segment = scale['exp1']['segment_len']
-    attn, mem = KINDS[run]
-    settings.update(model_keys, **model_settings(attn, mem, e2['seq_len'], segment, None))
-    settings['seq_len'] = e2['seq_len']
-    ft = train_stage(f"{base}/finetune", scale, work, None, settings, [base_stage], init_from=base_ckpt,
-                     config='configs/passkey_finetune.py', info=dict(run=run, corpus='passkey'))
-    return [
-        passkey_stage(f"{base}/passkey_zeroshot", base_ckpt, lens, e2['trials'], f"{work}/passkey_zeroshot.json",
-                      [base_stage], dict(run=run, finetuned=False)),
-        ft,
-        passkey_stage(f"{base}/passkey", f"{work}/ckpt.pt", lens, e2['trials'], f"{work}/passkey.json",
-                      [ft.name], dict(run=run, finetuned=True)),
-    ]
+def eval_ppl(base, folder, length, first_bucket, **info):
+    """eval_ppl.py on the validation books: windows of `length` tokens streamed from an empty state (0: whole
+    books), the loss by position in buckets that double from `first_bucket` (a segment) on."""
+    edges = [0] + [first_bucket << i for i in range(40) if first_bucket << i < (length or 1 << 20)]
+    name, work = f"eval_{size_name(length) if length else 'whole'}", f"{{work}}/{base}"
+    command = ['eval_ppl.py', '--ckpt', f"{work}/ckpt.pt", '--data_dir', f"{{data}}/{folder}", '--split',
+               'validation', '--len', str(length), '--buckets', ','.join(map(str, edges)) if len(edges) > 1 else '1',
+               '--json', f"{work}/{name}.json"]
+    return Stage(f"{base}/{name}", 'eval', command, [f"{work}/{name}.json"], [f"{base}/train"],
+                 info=dict(info, len=length))
 
 
-def passkey_stage(name, ckpt, lens, trials, out, needs, info):
-    command = ['passkey.py', '--ckpt', ckpt, '--lens', lens, '--depth', 'start,middle,end', '--trials', str(trials),
-               '--json', out]
+def passkey(name, ckpt, e2, needs, **info):
+    out = f"{{work}}/{name}.json"
+    command = ['passkey.py', '--ckpt', ckpt, '--lens', ','.join(map(str, e2['lens'])), '--depth', 'start,middle,end',
+               '--trials', str(e2['trials']), '--json', out]
     return Stage(name, 'eval', command, [out], needs, info=info)
 
 
-def eval_ppl_stage(base, work, folder, length, first_bucket, run, corpus):
-    """eval_ppl.py on the validation books: windows of `length` tokens streamed from an empty state (0: whole
-    books), with the loss by position in buckets that double from `first_bucket` (a segment) on."""
-    edges, b = [0], first_bucket
-    while b < (length or 1 << 20):
-        edges.append(b)
-        b *= 2
-    name = f"eval_{size_name(length) if length else 'whole'}"
-    out = f"{work}/{name}.json"
-    buckets = ','.join(map(str, edges)) if len(edges) > 1 else '1'
-    command = ['eval_ppl.py', '--ckpt', f"{work}/ckpt.pt", '--data_dir', f"{{data}}/{folder}", '--split',
-               'validation', '--len', str(length), '--buckets', buckets, '--json', out]
-    return Stage(f"{base}/{name}", 'eval', command, [out], [f"{base}/train"],
-                 info=dict(run=run, corpus=corpus, len=length))
+def build_plan(scale_name, tiny_inputs=None):
+    """Every stage, in the order they run: each training is followed by what reads its checkpoint, so that a run
+    stopped between stages leaves few checkpoints that are still needed."""
+    scale = SCALES[scale_name]
+    e1, e2, e3, config = scale['exp1'], scale['exp2'], scale['exp3'], scale['config']
+    stages = []
+    if tiny_inputs:  # tokenize the generated books (real corpora are tokenized once, by hand: see check_data)
+        stages += [Stage(f"data/{corpus}", 'prepare', [f"data/{folder}/prepare.py", '--input',
+                                                       f"{tiny_inputs}/{corpus}", '--out', f"{{data}}/{folder}",
+                                                       '--tokenizer', scale['tokenizer'], '--workers', '1'],
+                         [f"{{data}}/{folder}/meta.json"]) for corpus, folder in CORPORA.items()]
+    data_stage = lambda corpus: [f"data/{corpus}"] if tiny_inputs else []
+    # Fine-tuning keeps the architecture: the base config's model keys are passed again, so that nothing in the
+    # fine-tuning config (written for the paper's segment of 2048) can change them.
+    from configurator import read_config_file
+    model_keys = {k: v for k, v in read_config_file(os.path.join(REPO, config)).items()
+                  if k in ('n_layer', 'n_head', 'n_embd', 'bias')}
+    for corpus, folder in CORPORA.items():  # exp1, and exp2 right after the pg19 checkpoint it fine-tunes
+        for run in KINDS:
+            base = f"exp1/{corpus}/{run}"
+            settings = {**model_settings(run, e1['seq_len'], e1['segment_len'], e1['dilated']),
+                        **batch_settings(e1['batch'], run, e1['iters'][corpus])}
+            stages.append(train(f"{base}/train", config, settings, f"{{data}}/{folder}", data_stage(corpus),
+                                run=run, corpus=corpus))
+            # per-book at eval_len, then whole books; not full attention over whole books (its KV cache grows
+            # with the book: eval_ppl.py refuses more than 128K tokens)
+            for length in (e1['eval_len'], 0) if run != 'full' else (e1['eval_len'],):
+                stages.append(eval_ppl(base, folder, length, e1['segment_len'], run=run, corpus=corpus))
+            if corpus == 'pg19' and run in PASSKEY_BASES:
+                ckpt, ft = f"{{work}}/{base}/ckpt.pt", f"exp2/{run}"
+                settings = dict(seq_len=e2['seq_len'], batch_size=e2['batch'][0],
+                                gradient_accumulation_steps=e2['batch'][1], max_iters=e2['iters'],
+                                learning_rate=e2['learning_rate'])
+                settings.update(model_keys, **model_settings(run, e2['seq_len'], e1['segment_len'], None))
+                stages += [passkey(f"{ft}/passkey_zeroshot", ckpt, e2, [f"{base}/train"], run=run, finetuned=False),
+                           train(f"{ft}/finetune", 'configs/passkey_finetune.py', settings, None, [f"{base}/train"],
+                                 ckpt, run=run, corpus='passkey'),
+                           passkey(f"{ft}/passkey", f"{{work}}/{ft}/ckpt.pt", e2, [f"{ft}/finetune"], run=run,
+                                   finetuned=True)]
+    for run in EXP3_RUNS:
+        settings = {**model_settings(run, e3['seq_len'], e3['segment_len'], e3['dilated']),
+                    **batch_settings(e3['batch'], run, e3['iters'])}
+        stages.append(train(f"exp3/{run}/train", config, settings, '{data}/pg19', data_stage('pg19'),
+                            run=run, corpus='pg19'))
+        stages += [eval_ppl(f"exp3/{run}", 'pg19', n, min(e3['eval_lens']) // 4, run=run, corpus='pg19')
+                   for n in e3['eval_lens']]
+    return stages
 
 
 def select(stages, only):
     """--only: experiment names (exp1) or stage-name patterns (exp1/pg19/*), comma-separated."""
-    if not only:
-        return stages
-    patterns = [p.strip() for p in only.split(',') if p.strip()]
-    names = [s.name for s in stages]
-    chosen = []
-    for p in patterns:
-        hits = [n for n in names if n == p or n.startswith(p.rstrip('/') + '/') or fnmatch.fnmatch(n, p)]
+    chosen = set()
+    for p in [p.strip() for p in (only or '').split(',') if p.strip()]:
+        hits = {s.name for s in stages
+                if s.name == p or s.name.startswith(p.rstrip('/') + '/') or fnmatch.fnmatch(s.name, p)}
         if not hits:
             raise SystemExit(f"error: --only {p!r} matches no stage; use exp1, exp2, exp3 or a pattern like "
                              f"'exp1/pg19/*' (--list shows the stage names)")
-        chosen += hits
-    return [s for s in stages if s.name in chosen]
+        chosen |= hits
+    return [s for s in stages if s.name in chosen] if only else stages
 
 
 # -----------------------------------------------------------------------------
-# Paths: commands keep {work} and {data}; they are filled in just before a stage runs.
+# The record: <work_dir>/state.json holds each stage's status, attempts, wall time and summary, written atomically.
 
 class Paths:
     def __init__(self, work_dir, data_root, results_dir):
@@ -290,9 +244,8 @@ class Paths:
 
 def display_path(path):
     """Relative to the repository when inside it: recorded commands then read the same on every machine."""
-    path = os.path.abspath(path)
-    rel = os.path.relpath(path, REPO)
-    return path if rel.startswith('..') else rel
+    rel = os.path.relpath(os.path.abspath(path), REPO)
+    return os.path.abspath(path) if rel.startswith('..') else rel
 
 
 def signature(stage):
@@ -300,13 +253,9 @@ def signature(stage):
     return json.dumps([stage.command, stage.init_from], sort_keys=True)
 
 
-# -----------------------------------------------------------------------------
-# State: <work_dir>/state.json records each stage (status, attempts, wall time, summary), written atomically.
-
 class State:
     def __init__(self, path, scale):
-        self.path = path
-        self.data = {'scale': scale, 'stages': {}}
+        self.path, self.data = path, {'scale': scale, 'stages': {}}
         if os.path.exists(path):
             try:
                 with open(path) as f:
@@ -324,16 +273,14 @@ class State:
 
     def put(self, stage, rec):
         self.data['stages'][stage.name] = rec
-        self.save()
+        write_json(self.path, self.data)
 
-    def save(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(self.data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)  # a kill mid-write leaves the previous record intact
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + '.tmp', path)  # a kill mid-write leaves the previous file intact
 
 
 def is_done(stage, state):
@@ -348,43 +295,48 @@ def outputs_present(stage, paths):
 def stages_to_run(selected, plan, state, paths):
     """The selected stages not yet done, plus any stage whose product they need and that is missing (a
     checkpoint left on another machine is trained again), in plan order."""
-    by_name = {s.name: s for s in plan}
-    wanted, notes = set(), []
+    by_name, wanted, notes = {s.name: s for s in plan}, set(), []
 
-    def need(stage):
-        if stage.name in wanted:
+    def need(stage, required):
+        if stage.name in wanted or (is_done(stage, state) and (not required or outputs_present(stage, paths))):
             return
         if is_done(stage, state):
-            if outputs_present(stage, paths):
-                return
-            notes.append(f"{stage.name} is done but {', '.join(stage.outputs)} is gone (another machine?); "
-                         f"running it again for the stages that read it (the stages that read the old one will "
-                         f"run again too)")
+            notes.append(f"{stage.name} is done but {', '.join(stage.outputs)} is gone (another machine?); running "
+                         f"it again for the stages that read it (those that read the old one run again too)")
         for n in stage.needs:
-            need(by_name[n])
+            need(by_name[n], True)
         wanted.add(stage.name)
 
     for stage in selected:
-        if not is_done(stage, state):
-            for n in stage.needs:
-                need(by_name[n])
-            wanted.add(stage.name)
+        need(stage, False)
     return [s for s in plan if s.name in wanted], notes
 
 
+def invalidate_dependents(stage, plan, state):
+    """A training that ran again from scratch made a new model: what was computed from the old one is no longer
+    done, so that every number in the results comes from the checkpoint that exists."""
+    stale = {stage.name}
+    for s in plan:  # plan order: a stage comes after the ones it needs
+        if any(n in stale for n in s.needs):
+            stale.add(s.name)
+            rec = state.get(s)
+            if rec is not None and rec['status'] == 'done':
+                state.put(s, dict(rec, status='stale'))
+
+
 # -----------------------------------------------------------------------------
-# Running one stage as a subprocess, within the time budget.
+# Running one stage, within the time budget.
+
+STOP_GRACE_S = 120  # after the stop request a training has this long to finish its step and save, then it is killed
+
 
 class Budget:
     """--max_minutes: no stage starts after the deadline, and the running one is asked to stop at it (SIGINT: a
-    training finishes its step and saves). SIGINT or SIGTERM to the driver asks at once, from the signal handler:
-    when the stage got the same signal (Ctrl-C, or `timeout` signalling the process group), train.py takes a
-    repeat within 2 s as the same request, and a prompt forward keeps it within that."""
+    training finishes its step and saves). A SIGINT or SIGTERM to the driver asks at once."""
 
     def __init__(self, max_minutes):
         self.deadline = time.time() + 60 * max_minutes if max_minutes is not None else None
-        self.signal = None
-        self.proc, self.asked_at = None, None  # the running stage, and when it was asked to stop
+        self.signal, self.proc, self.asked_at = None, None, None  # the running stage; when it was asked to stop
 
     def over(self):
         return self.signal is not None or (self.deadline is not None and time.time() >= self.deadline)
@@ -395,103 +347,46 @@ class Budget:
             self.asked_at = time.time()
 
 
-class ForkedScript:
-    """`python script.py args` as a fork of this process instead of a fresh interpreter: the same command, run the
-    same way (`__main__`, its own process, exit code, signals, output to the log), without the ~3-5 s that every new
-    interpreter spends importing torch (the tiny scale runs ~60 stages on a shared 2-core CPU). CPU only, and
-    torch must not have started threads or CUDA in this process before the fork: --launch exec for GPU runs."""
+def run_script(argv, log_path, env):
+    """--launch fork: `python script.py args` run in a forked child, as the interpreter runs it (`__main__`, exit
+    code, signals, output to the log) without the seconds a new interpreter spends importing torch (the tiny scale
+    runs ~50 stages). CPU only, before torch starts threads or CUDA here: --launch exec on a GPU."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # not the driver's handlers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.clear()
+    os.environ.update(env)
+    if log_path is not None:
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+    if env.get('OMP_NUM_THREADS'):
+        import torch
+        torch.set_num_threads(int(env['OMP_NUM_THREADS']))
+    sys.argv, sys.path[0] = list(argv), REPO  # as `python script.py` run in the repository
+    runpy.run_path(argv[0], run_name='__main__')
 
-    def __init__(self, argv, log, env):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.returncode = None
-        self.pid = os.fork()
-        if self.pid == 0:
-            os._exit(self._child(argv, log, env))
 
-    @staticmethod
-    def _child(argv, log, env):
-        code = 1
-        try:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.environ.clear()
-            os.environ.update(env)
-            if log is not None:
-                os.dup2(log.fileno(), 1)
-                os.dup2(log.fileno(), 2)
-            if env.get('OMP_NUM_THREADS'):
-                import torch
-                torch.set_num_threads(int(env['OMP_NUM_THREADS']))
-            sys.argv = list(argv)
-            sys.path[0] = REPO  # as `python script.py` run in the repository
-            runpy.run_path(argv[0], run_name='__main__')
-            code = 0
-        except SystemExit as e:  # what the interpreter does with it
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                print(e.code, file=sys.stderr)
-        except KeyboardInterrupt:
-            code = 128 + signal.SIGINT
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        return code
-
-    def wait(self, timeout=None):
-        t_end = None if timeout is None else time.time() + timeout
-        while self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-            elif t_end is not None and time.time() >= t_end:
-                raise subprocess.TimeoutExpired(self.pid, timeout)
-            else:
-                time.sleep(0.02)
-        return self.returncode
+class Forked(multiprocessing.get_context('fork').Process if hasattr(os, 'fork') else object):
+    def poll(self):
+        return self.exitcode
 
     def send_signal(self, signum):
-        if self.returncode is None:
+        if self.exitcode is None:
             os.kill(self.pid, signum)
 
-    def kill(self):
-        self.send_signal(signal.SIGKILL)
 
-
-def preload_for_fork():
-    """Import once, in the driver, what every forked stage would import (torch._dynamo: AdamW's constructor)."""
-    import numpy  # noqa: F401
-    import torch._dynamo  # noqa: F401
-    import tqdm  # noqa: F401
-    import torch.distributed  # noqa: F401
-    import checkpoint, configurator, dataset, model, tokenizer  # noqa: F401,E401
-    import sample  # noqa: F401
-    environment()  # torch.cuda.is_available() and git, here rather than once per stage
-
-
-STOP_GRACE_S = 120  # after the stop request a training has this long to finish its step and save, then it is killed
-
-
-def run_stage(stage, state, paths, budget, env, verbose, fork=False):
+def run_stage(stage, state, paths, budget, env, verbose, fork):
     """Run one stage; returns ('done' | 'stopped' | 'failed', its record, the step it resumed from, its log)."""
-    command = paths.command(stage)
-    rec = state.get(stage) or {}
-    resumed_from = None
+    command, rec, resumed_from = paths.command(stage), state.get(stage) or {}, None
     if stage.kind == 'train':
-        ckpt = os.path.join(paths.fill(stage.out_dir), 'ckpt.pt')
-        if rec and rec.get('status') != 'done' and os.path.exists(ckpt):
+        if rec and rec.get('status') != 'done' and os.path.exists(os.path.join(paths.fill(stage.out_dir), 'ckpt.pt')):
             command.append('--init_from=resume')
             resumed_from = rec.get('iter_num')
         else:
             command.append(f"--init_from={paths.fill(stage.init_from)}")
             rec = {}  # a fresh start: earlier attempts no longer count towards its wall time
-    attempts = rec.get('attempts', [])
-    rec = dict(rec, status='running', signature=signature(stage), kind=stage.kind, attempts=attempts)
+    rec = dict(rec, status='running', signature=signature(stage), kind=stage.kind, attempts=rec.get('attempts', []))
     state.put(stage, rec)
-
     log_path = os.path.join(paths.work, 'logs', stage.name.replace('/', '__') + '.log')
     for path in [log_path] + [paths.fill(o) for o in stage.outputs]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -499,400 +394,139 @@ def run_stage(stage, state, paths, budget, env, verbose, fork=False):
     with open(log_path, 'a') as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} python {' '.join(command)}\n")
         log.flush()
-        out = None if verbose else log
         if fork:
-            proc = ForkedScript(command, out, env)
+            proc = Forked(target=run_script, args=(command, None if verbose else log_path, env))
+            proc.start()
         else:
+            out = None if verbose else log
             proc = subprocess.Popen([sys.executable] + command, cwd=REPO, env=env, stdout=out, stderr=out)
         budget.proc, budget.asked_at = proc, None
-        while True:
-            try:
-                rc = proc.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                pass
+        while (rc := proc.poll()) is None:
+            time.sleep(0.1)
             if budget.over():
                 budget.ask_to_stop()  # train.py: finish the step, save, exit; evaluations: KeyboardInterrupt
             if budget.asked_at is not None and time.time() - budget.asked_at > STOP_GRACE_S:
                 proc.kill()
         asked_to_stop, budget.proc = budget.asked_at, None
-    wall = time.time() - t0
-    attempts.append(dict(started=time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(t0)), wall_s=round(wall, 1),
-                         rc=rc, command=display_command(command), **environment()))
-    rec.update(attempts=attempts, wall_s=round(sum(a['wall_s'] for a in attempts), 1), log=display_path(log_path))
+    shown = ' '.join(['python'] + [display_path(a) if os.path.isabs(a) else a for a in command])
+    rec['attempts'].append(dict(started=time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(t0)),
+                                wall_s=round(time.time() - t0, 1), rc=rc, command=shown, **environment()))
+    rec.update(wall_s=round(sum(a['wall_s'] for a in rec['attempts']), 1), log=display_path(log_path))
     if stage.kind == 'train':
-        rec.update(train_summary(paths.fill(stage.out_dir)))
-        if rc == 0:
-            rec.update(gate_summary(os.path.join(paths.fill(stage.out_dir), 'ckpt.pt')))
+        rec.update(train_summary(paths.fill(stage.out_dir), rc == 0))
     if rc == 0 and outputs_present(stage, paths):
-        rec['status'] = 'done'
-        rec['finished'] = time.strftime('%Y-%m-%dT%H:%M:%S')
-        result = 'done'
+        result, rec['status'], rec['finished'] = 'done', 'done', time.strftime('%Y-%m-%dT%H:%M:%S')
     elif asked_to_stop is not None:
-        rec['status'] = 'partial' if stage.kind == 'train' else 'pending'
-        result = 'stopped'
+        result, rec['status'] = 'stopped', 'partial' if stage.kind == 'train' else 'pending'
     else:
-        rec['status'] = 'failed'
-        rec['error'] = last_error_line(log_path) if not verbose else f"exit code {rc}"
-        result = 'failed'
+        with open(log_path, errors='replace') as f:  # the last line that says what went wrong
+            lines = [l.strip() for l in f.read().replace('\r', '\n').splitlines() if l.strip()]
+        errors = [l for l in lines if l.startswith('error') or l.split(':')[0].endswith(('Error', 'Exception'))]
+        result, rec['status'], rec['error'] = 'failed', 'failed', ((errors or lines or ['(no output)'])[-1])[:300]
     state.put(stage, rec)
     return result, rec, resumed_from, log_path
 
 
-def display_command(command):
-    return ' '.join(['python'] + [display_path(a) if os.path.isabs(a) else a for a in command])
-
-
-def last_error_line(log_path):
-    """The line that says what went wrong: the last `error: ...` line (this project's one-line errors), else the
-    last `SomethingError: ...` line of a traceback, else the last line."""
-    with open(log_path, errors='replace') as f:
-        lines = [l.strip() for l in f.read().replace('\r', '\n').splitlines() if l.strip()]
-    for pattern in (r'^error\b', r'^[\w.]*(Error|Exception|Interrupt)\b'):
-        hits = [l for l in lines if re.match(pattern, l)]
-        if hits:
-            return hits[-1][:300]
-    return lines[-1][:300] if lines else '(no output)'
-
-
-def tail(path, n=15):
-    with open(path, errors='replace') as f:
-        lines = f.read().replace('\r', '\n').splitlines()
-    return '\n'.join('    ' + l for l in [l for l in lines if l.strip()][-n:])
-
-
-def train_summary(out_dir):
-    """Numbers of a training run from its log.jsonl (train.py): steps, tokens, val loss, speed."""
-    path = os.path.join(out_dir, 'log.jsonl')
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        rows = [json.loads(l) for l in f if l.strip()]
+def train_summary(out_dir, finished):
+    """A training's numbers from its log.jsonl (train.py), and Infini's gates sigmoid(β) per layer and head at
+    the end (0 = local attention only, 1 = memory only; Hugging Face's reproduction saw them drift to local)."""
+    try:
+        with open(os.path.join(out_dir, 'log.jsonl')) as f:
+            rows = [json.loads(l) for l in f if l.strip()]
+    except OSError:
+        rows = []
     if not rows:
         return {}
     vals = [r for r in rows if r.get('val_loss') is not None]
-    speeds = sorted(r['tokens_per_sec'] for r in rows if r.get('tokens_per_sec'))
-    mfus = sorted(r['mfu'] for r in rows if r.get('mfu') is not None)
+    median = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
     # a training row is logged before its step counts (iter = steps done before it); the last eval row after
-    steps = max(r['iter'] + (1 if r.get('loss') is not None else 0) for r in rows)
-    return dict(iter_num=steps, tokens_seen=max(r.get('tokens') or 0 for r in rows),
-                val_loss=vals[-1]['val_loss'] if vals else None,
-                val_curve=[[r['iter'], r['val_loss']] for r in vals],
-                tokens_per_s_median=speeds[len(speeds) // 2] if speeds else None,
-                mfu_median=mfus[len(mfus) // 2] if mfus else None)
+    out = dict(iter_num=max(r['iter'] + (r.get('loss') is not None) for r in rows),
+               tokens_seen=max(r.get('tokens') or 0 for r in rows), val_loss=vals[-1]['val_loss'] if vals else None,
+               val_curve=[[r['iter'], r['val_loss']] for r in vals],
+               tokens_per_s_median=median([r['tokens_per_sec'] for r in rows if r.get('tokens_per_sec')]),
+               mfu_median=median([r['mfu'] for r in rows if r.get('mfu') is not None]))
+    if finished and os.path.exists(os.path.join(out_dir, 'ckpt.pt')):
+        import torch
+        ckpt = torch.load(os.path.join(out_dir, 'ckpt.pt'), map_location='cpu', weights_only=True, mmap=True)
+        layer = lambda name: int(next((p for p in name.split('.') if p.isdigit()), -1))  # blocks.<layer>.attn.gate
+        gates = sorted((layer(k), torch.sigmoid(v.float()).tolist()) for k, v in ckpt['model'].items()
+                       if k.endswith('.gate'))
+        if gates:
+            out['gates_sigmoid'] = [[round(g, 4) for g in values] for _, values in gates]
+    return out
 
 
-def gate_summary(ckpt_path):
-    """Infini-attention's gates at the end of a run: sigmoid(β) per layer and head (0 = local attention only,
-    1 = memory only). Hugging Face's reproduction saw them drift towards local attention; this keeps the evidence."""
-    import torch
-    try:
-        state = torch.load(ckpt_path, map_location='cpu', weights_only=True, mmap=True)['model']
-    except Exception:  # not worth failing a finished stage over
-        return {}
-    gates = [torch.sigmoid(v.float()).tolist() for k, v in sorted(state.items(), key=lambda kv: layer_index(kv[0]))
-             if k.endswith('.gate')]
-    return {'gates_sigmoid': [[round(g, 4) for g in layer] for layer in gates]} if gates else {}
-
-
-def layer_index(name):
-    digits = [int(p) for p in name.split('.') if p.isdigit()]
-    return digits[0] if digits else -1
-
-
-_ENV = None
+_ENV = {}
 
 
 def environment():
     """Where a stage ran: device, torch, python, git commit (REPRO_GIT_COMMIT when the copy has no .git)."""
-    global _ENV
-    if _ENV is None:
+    if not _ENV:
         import torch
-        if torch.cuda.is_available():
-            device = torch.cuda.get_device_name(0)
-        else:
-            device = f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
-        _ENV = dict(device=device, torch=torch.__version__, python=platform.python_version(),
-                    git_commit=git_commit())
+        commit = os.environ.get('REPRO_GIT_COMMIT') or git('rev-parse', 'HEAD') or None
+        changed = [l for l in git('status', '--porcelain').splitlines()  # tracked files, or new code
+                   if not l.startswith('??') or l.rstrip().endswith(('.py', '/'))]
+        if commit and not os.environ.get('REPRO_GIT_COMMIT') and changed:
+            commit += '+uncommitted'
+        _ENV.update(device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else
+                    f"cpu ({platform.machine()}, {os.cpu_count()} cores)", torch=torch.__version__,
+                    python=platform.python_version(), git_commit=commit)
     return _ENV
 
 
-def git_commit():
-    if os.environ.get('REPRO_GIT_COMMIT'):
-        return os.environ['REPRO_GIT_COMMIT']
+def git(*args):
     try:
-        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)
+        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ('+uncommitted' if dirty.stdout.strip() or has_untracked_code() else '')
-
-
-def has_untracked_code():
-    out = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, capture_output=True, text=True, timeout=10)
-    return any(l.startswith('??') and l.rstrip().endswith(('.py', '/')) for l in out.stdout.splitlines())
+        return ''
 
 
 # -----------------------------------------------------------------------------
-# Cost: model FLOPs (model.flops_per_token: 6N + attention, causal-counted) at EFFECTIVE_FLOPS. Evaluation and
+# Cost: model FLOPs (model.flops_per_token: 6N + attention, causal-counted) at EFFECTIVE_FLOPS; evaluation and
 # passkey run forward only, a third of training's FLOPs per token.
-
-def model_config(scale_name, settings):
-    from model import GPTConfig
-    from train import DEFAULTS, MODEL_KEYS
-    from configurator import get_config
-    scale = SCALES[scale_name]
-    argv = [scale['config']] + [f"--{k}={format_value(v)}" for k, v in settings.items() if k in MODEL_KEYS]
-    cfg, _ = get_config(DEFAULTS, argv)
-    vocab = 256 if scale['tokenizer'] == 'byte' else 50304
-    return GPTConfig(vocab_size=vocab, **{k: cfg[k] for k in MODEL_KEYS})
-
 
 def model_for(scale_name, settings):
     import torch
-    from model import GPT
+    from configurator import get_config
+    from model import GPT, GPTConfig
+    from train import DEFAULTS, MODEL_KEYS
+    cfg, _ = get_config(DEFAULTS, [SCALES[scale_name]['config']] +
+                        [f"--{k}={arg(v)}" for k, v in settings.items() if k in MODEL_KEYS])
+    vocab = 256 if SCALES[scale_name]['tokenizer'] == 'byte' else 50304
     with torch.device('meta'):  # shapes only: no memory, no init time
-        return GPT(model_config(scale_name, settings))
-
-
-def eval_tokens(paths, folder, scale_name):
-    """(tokens, books) of a corpus's validation split: from its meta.json, else pg19-mini's / math-mini's."""
-    try:
-        with open(os.path.join(paths.data, folder, 'meta.json')) as f:
-            split = json.load(f)['splits']['validation']
-            return split['tokens'], split['books']
-    except (OSError, ValueError, KeyError):
-        return {'pg19': (1_674_257, 12), 'arxiv_math': (848_184, 16)}[folder] if scale_name != 'tiny' else (6_000, 2)
+        return GPT(GPTConfig(vocab_size=vocab, **{k: cfg[k] for k in MODEL_KEYS}))
 
 
 def estimate_minutes(stage, plan, scale_name, paths):
     """Estimated H100 minutes of a stage at EFFECTIVE_FLOPS (FLOPs only: no eager overheads, no start-up)."""
-    by_name = {s.name: s for s in plan}
     if stage.kind == 'prepare':
         return 0.0
+    by_name = {s.name: s for s in plan}
+    base = stage if stage.kind == 'train' else by_name[stage.needs[0]]
+    while base.init_from != 'scratch':  # fine-tuning and what reads it: the base run's model
+        base = by_name[base.needs[0]]
+    settings = {**base.info['settings'], **(stage.info['settings'] if stage.kind == 'train' else {})}
+    model = model_for(scale_name, settings)
     if stage.kind == 'train':
-        settings = dict(stage.info['settings'])
-        if stage.init_from != 'scratch':  # fine-tuning: the base run's model
-            settings = {**by_name[stage.needs[0]].info['settings'], **settings}
-        model = model_for(scale_name, settings)
-        return model.flops_per_token(settings['seq_len']) * stage.info['tokens'] / EFFECTIVE_FLOPS / 60
-    train = by_name[stage.needs[0]]
-    if train.init_from != 'scratch':
-        train = by_name[train.needs[0]]
-    model = model_for(scale_name, train.info['settings'])
-    if stage.command[0] == 'passkey.py':
+        flops = 3 * model.flops_per_token(settings['seq_len']) * stage.info['tokens']
+    elif stage.command[0] == 'passkey.py':
         e2 = SCALES[scale_name]['exp2']
-        return sum(e2['trials'] * 3 * n * model.flops_per_token(min(n, 32 * K)) / 3 for n in e2['lens']) \
-            / EFFECTIVE_FLOPS / 60
-    folder = stage.command[stage.command.index('--data_dir') + 1].split('/')[-1]
-    tokens, books = eval_tokens(paths, folder, scale_name)
-    length = stage.info['len'] or tokens // books  # whole books: their mean length
-    return tokens * model.flops_per_token(length) / 3 / EFFECTIVE_FLOPS / 60
+        flops = sum(e2['trials'] * 3 * n * model.flops_per_token(min(n, 32 * K)) for n in e2['lens'])
+    else:
+        folder = stage.command[stage.command.index('--data_dir') + 1].split('/')[-1]
+        try:
+            with open(os.path.join(paths.data, folder, 'meta.json')) as f:
+                split = json.load(f)['splits']['validation']
+                tokens, books = split['tokens'], split['books']
+        except (OSError, ValueError, KeyError):  # not tokenized yet: pg19-mini's / math-mini's sizes
+            tokens, books = (6_000, 2) if scale_name == 'tiny' else \
+                {'pg19': (1_674_257, 12), 'arxiv_math': (848_184, 16)}[folder]
+        flops = tokens * model.flops_per_token(stage.info['len'] or tokens // books)  # whole books: mean length
+    return flops / 3 / EFFECTIVE_FLOPS / 60
 
 
 # -----------------------------------------------------------------------------
-# Results: results/<experiment>.json and the tables (markdown), from the state and the stages' JSON outputs.
-
-def load_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def ppl(nll):
-    return math.exp(nll) if nll is not None else None
-
-
-def fmt(x, digits=2):
-    return '—' if x is None else f"{x:.{digits}f}"
-
-
-def count(n):
-    """12345678 -> '12.3M', 45000 -> '45.0K' (for tokens, parameters, floats)."""
-    if n is None:
-        return '—'
-    for unit, s in (('B', 1e9), ('M', 1e6), ('K', 1e3)):
-        if n >= s:
-            return f"{n / s:.1f}{unit}"
-    return str(int(n))
-
-
-def duration(seconds):
-    if seconds is None:
-        return '—'
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
-        f"{seconds / 3600:.1f} h"
-
-
-def size_name(n):
-    for unit, s in (('M', K * K), ('K', K)):
-        if n >= s and n % s == 0:
-            return f"{n // s}{unit}"
-    return str(n)
-
-
-def memory_floats(cfg, length):
-    """Floats a model keeps about earlier segments when it reads token `length`: the paper's "memory size" column
-    (Table 2). infini: M (d x d) and z (d) per head and layer, whatever the length; full: the KV cache of
-    everything before; dilated: the KV cache of the current window (lcm of the segment lengths); local: none."""
-    kv_per_token = 2 * cfg.n_layer * cfg.n_embd
-    if cfg.attn == 'infini':
-        return cfg.n_layer * cfg.n_head * (cfg.head_size ** 2 + cfg.head_size)
-    if cfg.attn == 'local':
-        return 0
-    if cfg.attn == 'dilated':
-        return kv_per_token * min(length, math.lcm(*cfg.dilated_segments))
-    return kv_per_token * length
-
-
-def run_record(stage, state, scale_name):
-    rec = state.get(stage) or {}
-    out = dict(stage=stage.name, status=rec.get('status', 'pending'), wall_s=rec.get('wall_s'))
-    attempts = rec.get('attempts') or []
-    if attempts:
-        last = attempts[-1]
-        out.update(command=last['command'], device=last['device'], torch=last['torch'],
-                   git_commit=last['git_commit'], python=last['python'], attempts=len(attempts))
-    else:
-        out['command'] = 'python ' + ' '.join(stage.command)
-    if stage.kind == 'train':
-        settings = stage.info['settings']
-        out['settings'] = settings
-        out['config_file'] = stage.info['config_file']
-        out['tokens_planned'] = stage.info['tokens']
-        for k in ('iter_num', 'tokens_seen', 'val_loss', 'val_curve', 'tokens_per_s_median', 'mfu_median',
-                  'gates_sigmoid'):
-            out[k] = rec.get(k)
-    return out
-
-
-def eval_summary(data):
-    """What the results keep of an eval_ppl.py --json report (the per-book rows stay in the stage's own file)."""
-    if not data:
-        return None
-    o = data['overall']
-    return dict(loss=o['loss'], ppl=o['ppl'], tokens=o['tokens'], books=o['books'],
-                books_skipped=data.get('books_skipped'), seconds=data.get('seconds'),
-                tokens_per_s=data.get('tokens_per_s'),
-                by_position=[[b['start'], b['end'], b['tokens'], b['loss']] for b in data['buckets'] if b['tokens']],
-                per_book=[[b['book'], b['tokens'], b['ppl']] for b in data.get('books', [])])
-
-
-def collect(plan, state, paths, scale_name, experiments):
-    """{experiment: results dict} for the experiments in `experiments`."""
-    by_name = {s.name: s for s in plan}
-    scale = SCALES[scale_name]
-    results = {}
-    for exp in experiments:
-        stages = [s for s in plan if s.experiment == exp]
-        done = sum(is_done(s, state) for s in stages)
-        res = dict(experiment=exp, scale=scale_name, title=TITLES[exp], claim=CLAIMS[exp],
-                   status='complete' if done == len(stages) else f"partial: {done} of {len(stages)} stages done",
-                   settings=scale[exp], report_environment=environment(),  # each run records where it ran
-                   effective_flops_for_estimates=EFFECTIVE_FLOPS, runs={})
-        for s in stages:
-            run_key = '/'.join(s.name.split('/')[1:-1])
-            entry = res['runs'].setdefault(run_key, {})
-            part = s.name.split('/')[-1]
-            entry[part] = run_record(s, state, scale_name)
-            if s.kind == 'train':
-                base = s if s.init_from == 'scratch' else by_name[s.needs[0]]
-                model = model_for(scale_name, {**base.info['settings'], **s.info['settings']})
-                entry[part]['params'] = model.num_params()
-                entry[part]['flops_per_token'] = model.flops_per_token(s.info['settings']['seq_len'])
-                entry[part]['estimated_gpu_minutes'] = round(estimate_minutes(s, plan, scale_name, paths), 2)
-            elif is_done(s, state) or outputs_present(s, paths):
-                data = load_json(paths.fill(s.outputs[0]))
-                if s.command[0] == 'passkey.py':
-                    entry[part]['numbers'] = passkey_summary(data)
-                else:
-                    entry[part]['numbers'] = eval_summary(data)
-        res['table_md'] = TABLES[exp](res, plan, scale_name)
-        results[exp] = res
-    return results
-
-
-def passkey_summary(data):
-    if not data:
-        return None
-    return [dict(len=r['len'], depth=r['depth'], exact=r['exact'], token_acc=r['token_acc'], trials=r['trials'],
-                 key_in_last_segment=r.get('key_in_last_segment')) for r in data.get('results', [])]
-
-
-def eval_ppl_of(entry, length):
-    numbers = (entry.get(f"eval_{size_name(length) if length else 'whole'}") or {}).get('numbers') or {}
-    return numbers.get('ppl')
-
-
-def table_exp1(res, plan, scale_name):
-    e1 = SCALES[scale_name]['exp1']
-    corpora = list(CORPORA)
-    lines = [f"Validation perplexity, per-book streaming at {size_name(e1['eval_len'])} tokens / over whole books "
-             f"(trained on {size_name(e1['seq_len'])}-token windows):", '',
-             '| model | memory of the past (floats) | ' + ' | '.join(f"{c} {size_name(e1['eval_len'])} | {c} whole" for c in corpora)
-             + ' | params | tokens seen (pg19 / math) | wall (pg19 / math) |',
-             '|---|---:|' + '---:|---:|' * len(corpora) + '---:|---:|---:|']
-    for run in KINDS:
-        cells, tokens, walls, params, mem = [], [], [], None, None
-        for corpus in corpora:
-            entry = res['runs'].get(f"{corpus}/{run}", {})
-            cells += [fmt(eval_ppl_of(entry, e1['eval_len'])), fmt(eval_ppl_of(entry, 0)) if run != 'full' else 'n/a']
-            train = entry.get('train') or {}
-            tokens.append(count(train.get('tokens_seen')))
-            walls.append(duration(train.get('wall_s')))
-            params = train.get('params', params)
-            if mem is None and train.get('settings'):
-                mem = memory_floats(model_config(scale_name, train['settings']), e1['eval_len'])
-        lines.append(f"| {run} | {count(mem)} | " + ' | '.join(cells) +
-                     f" | {count(params)} | {' / '.join(tokens)} | {' / '.join(walls)} |")
-    lines += ['', "n/a: full attention keeps every token's keys and values, so a whole book (up to 440K tokens in "
-                  "pg19-mini) is not evaluated (eval_ppl.py stops at 128K)."]
-    gates = [(key, entry['train']['gates_sigmoid']) for key, entry in res['runs'].items()
-             if (entry.get('train') or {}).get('gates_sigmoid')]
-    if gates:
-        lines += ['', 'Infini gates at the end of training, sigmoid(β) averaged over heads, layer 1 to last '
-                      '(0 = local attention only, 1 = memory only):', '']
-        lines += [f"- {key}: " + ' '.join(f"{sum(layer) / len(layer):.2f}" for layer in g) for key, g in gates]
-    return '\n'.join(lines)
-
-
-def table_exp2(res, plan, scale_name):
-    e2 = SCALES[scale_name]['exp2']
-    lines = ['Passkey retrieval, exact match % (start/middle/end), fine-tuned on '
-             f"{size_name(e2['seq_len'])}-token examples ({e2['trials']} key{'s' if e2['trials'] > 1 else ''} per cell; "
-             "token accuracy in the JSON):", '',
-             '| model | ' + ' | '.join(size_name(n) for n in e2['lens']) + ' |',
-             '|---|' + '---:|' * len(e2['lens'])]
-    for run in PASSKEY_BASES:
-        entry = res['runs'].get(run, {})
-        for part, label in (('passkey_zeroshot', 'zero-shot'), ('passkey', 'fine-tuned')):
-            rows = (entry.get(part) or {}).get('numbers') or []
-            cell = {(r['len'], r['depth']): r['exact'] for r in rows}
-            values = ['/'.join(fmt(100 * cell[n, d], 0) if (n, d) in cell else '—' for d in ('start', 'middle', 'end'))
-                      for n in e2['lens']]
-            lines.append(f"| {run} ({label}) | " + ' | '.join(values) + ' |')
-    return '\n'.join(lines)
-
-
-def table_exp3(res, plan, scale_name):
-    e3 = SCALES[scale_name]['exp3']
-    lines = [f"pg19 validation perplexity at each evaluation length, windows streamed from an empty state (trained "
-             f"on {size_name(e3['seq_len'])}-token windows):", '',
-             '| model | ' + ' | '.join(size_name(n) for n in e3['eval_lens']) + ' | tokens seen | wall |',
-             '|---|' + '---:|' * len(e3['eval_lens']) + '---:|---:|']
-    for run in ('dilated', 'local', 'full'):
-        entry = res['runs'].get(run, {})
-        train = entry.get('train') or {}
-        cells = [fmt(eval_ppl_of(entry, n)) for n in e3['eval_lens']]
-        lines.append(f"| {run} | " + ' | '.join(cells) + f" | {count(train.get('tokens_seen'))} | "
-                     f"{duration(train.get('wall_s'))} |")
-    return '\n'.join(lines)
-
+# Results: <results_dir>/<experiment>.json with a markdown table, from the record and the stages' JSON outputs.
 
 TITLES = {'exp1': 'Long-context language modelling (Infini-attention Table 2 layout)',
           'exp2': 'Passkey retrieval up to 1M tokens (Infini-attention Table 3 layout)',
@@ -903,268 +537,243 @@ CLAIMS = {'exp1': 'Infini-attention (linear, linear+delta) reaches lower perplex
                   'depth.',
           'exp3': 'Trained long, dilated attention keeps or lowers its perplexity as the evaluation length grows to '
                   '32K, where dense and sparse baselines degrade.'}
-TABLES = {'exp1': table_exp1, 'exp2': table_exp2, 'exp3': table_exp3}
 
 
-def write_results(results, paths):
-    os.makedirs(paths.results, exist_ok=True)
-    written = []
-    for exp, res in results.items():
-        path = os.path.join(paths.results, f"{exp}.json")
-        with open(path + '.tmp', 'w') as f:
-            json.dump(res, f, indent=1)
-        os.replace(path + '.tmp', path)
-        written.append(path)
-    try:
-        written += plot_results(results, paths)
-    except Exception as e:  # plots are a convenience: never lose a session's results (or its --pack) to one
-        print(f"warning: the plots failed ({type(e).__name__}: {e}); the numbers are in the JSON files")
-    return written
+def size_name(n):
+    return next((f"{n // s}{u}" for u, s in (('M', K * K), ('K', K)) if n >= s and n % s == 0), str(n))
 
 
-def plot_results(results, paths):
-    """PNG plots: exp1 loss against position, exp3 perplexity against length, validation-loss curves.
-    matplotlib is optional: without it, one note and no plots."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed, so no plots were drawn (pip install matplotlib); "
-              "the numbers are in the JSON files")
-        return []
-    written = []
+def fmt(x, digits=2):
+    return '—' if x is None else f"{x:.{digits}f}"
 
-    def save(fig, name):
-        path = os.path.join(paths.results, name)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
 
-    for exp, res in results.items():
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for run_key, entry in res['runs'].items():
-            curve = (entry.get('train') or entry.get('finetune') or {}).get('val_curve')
-            if curve:
-                ax.plot(*zip(*curve), label=run_key)
-        if ax.lines:
-            ax.set(xlabel='step', ylabel='validation loss (nats/token)', title=f"{exp}: validation loss")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            save(fig, f"{exp}_val_loss.png")
-        else:
-            plt.close(fig)
-    if 'exp1' in results:
-        for corpus in CORPORA:
-            fig, ax = plt.subplots(figsize=(8, 5))
-            for run in KINDS:
-                numbers = ((results['exp1']['runs'].get(f"{corpus}/{run}") or {}).get('eval_whole') or {})
-                curve = (numbers.get('numbers') or {}).get('by_position')
-                if curve:  # each bucket [start, end) drawn at its middle
-                    ax.plot([(c[0] + c[1]) / 2 for c in curve], [c[3] for c in curve], 'o-', label=run)
-            if ax.lines:
-                ax.set(xscale='log', xlabel='position in the book (tokens)', ylabel='loss (nats/token)',
-                       title=f"exp1 {corpus}: loss against position, validation books")
-                ax.grid(alpha=0.3)
-                ax.legend()
-                save(fig, f"exp1_{corpus}_position.png")
-            else:
-                plt.close(fig)
-    if 'exp3' in results:
-        lens = SCALES[results['exp3']['scale']]['exp3']['eval_lens']
-        fig, ax = plt.subplots(figsize=(7, 5))
-        for run, entry in results['exp3']['runs'].items():
-            points = [(n, eval_ppl_of(entry, n)) for n in lens if eval_ppl_of(entry, n)]
-            if points:
-                ax.plot(*zip(*points), 'o-', label=run)
-        if ax.lines:
-            ax.set(xscale='log', xlabel='evaluation length (tokens)', ylabel='perplexity',
-                   title='exp3: perplexity against evaluation length')
-            ax.grid(alpha=0.3)
-            ax.legend()
-            save(fig, 'exp3_length.png')
-        else:
-            plt.close(fig)
-    return written
+def count(n):
+    """12345678 -> '12.3M' (tokens, parameters, floats)."""
+    return '—' if n is None else next((f"{n / s:.1f}{u}" for u, s in (('B', 1e9), ('M', 1e6), ('K', 1e3)) if n >= s),
+                                      str(int(n)))
+
+
+def duration(s):
+    return '—' if s is None else f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def memory_floats(cfg, length):
+    """Floats a model keeps about the past when it reads token `length` (the paper's "memory size", Table 2): infini
+    M and z per head and layer; full: the KV cache of everything; dilated: of the current window; local: none."""
+    kv = 2 * cfg.n_layer * cfg.n_embd
+    return {'infini': cfg.n_layer * cfg.n_head * (cfg.head_size ** 2 + cfg.head_size), 'local': 0,
+            'dilated': kv * min(length, math.lcm(*cfg.dilated_segments))}.get(cfg.attn, kv * length)
+
+
+def stage_result(stage, state, plan, scale_name, paths):
+    """What results/<experiment>.json says of one stage: its record, and for an evaluation its numbers."""
+    rec = state.get(stage) or {}
+    last = (rec.get('attempts') or [{}])[-1]
+    out = dict(stage=stage.name, status=rec.get('status', 'pending'), wall_s=rec.get('wall_s'),
+               command=last.get('command', 'python ' + ' '.join(stage.command)), attempts=len(rec.get('attempts', [])),
+               **{k: last.get(k) for k in ('device', 'torch', 'python', 'git_commit')})
+    if stage.kind == 'train':
+        base = stage if stage.init_from == 'scratch' else next(s for s in plan if s.name == stage.needs[0])
+        model = model_for(scale_name, {**base.info['settings'], **stage.info['settings']})
+        out.update(settings=stage.info['settings'], config_file=stage.info['config_file'],
+                   tokens_planned=stage.info['tokens'], params=model.num_params(),
+                   flops_per_token=model.flops_per_token(stage.info['settings']['seq_len']),
+                   estimated_gpu_minutes=round(estimate_minutes(stage, plan, scale_name, paths), 2),
+                   **{k: rec.get(k) for k in ('iter_num', 'tokens_seen', 'val_loss', 'val_curve',
+                                              'tokens_per_s_median', 'mfu_median', 'gates_sigmoid')})
+    elif outputs_present(stage, paths):
+        with open(paths.fill(stage.outputs[0])) as f:
+            data = json.load(f)
+        if stage.command[0] == 'passkey.py':  # one cell per (length, depth)
+            out['numbers'] = [{k: r.get(k) for k in ('len', 'depth', 'exact', 'token_acc', 'trials',
+                                                     'key_in_last_segment')} for r in data.get('results', [])]
+        else:  # the per-book rows stay in the stage's own file
+            o = data['overall']
+            out['numbers'] = dict(loss=o['loss'], ppl=o['ppl'], tokens=o['tokens'], books=o['books'],
+                                  books_skipped=data.get('books_skipped'), tokens_per_s=data.get('tokens_per_s'),
+                                  by_position=[[b['start'], b['end'], b['tokens'], b['loss']]
+                                               for b in data['buckets'] if b['tokens']],
+                                  per_book=[[b['book'], b['tokens'], b['ppl']] for b in data.get('books', [])])
+    return out
+
+
+def ppl_of(entry, length):
+    return ((entry.get(f"eval_{size_name(length) if length else 'whole'}") or {}).get('numbers') or {}).get('ppl')
+
+
+def table(exp, runs, scale_name):
+    s = SCALES[scale_name][exp]
+    if exp == 'exp1':
+        n = size_name(s['eval_len'])
+        lines = [f"Validation perplexity, per-book streaming at {n} tokens / over whole books (trained on "
+                 f"{size_name(s['seq_len'])}-token windows):", '',
+                 '| model | memory of the past (floats) | ' + ' | '.join(f"{c} {n} | {c} whole" for c in CORPORA) +
+                 ' | params | tokens seen (pg19 / math) | wall (pg19 / math) |', '|---|---:|' + '---:|' * 7]
+        for run in KINDS:
+            entries = [runs.get(f"{c}/{run}", {}) for c in CORPORA]
+            trains = [e.get('train') or {} for e in entries]
+            cells = [x for e in entries for x in (fmt(ppl_of(e, s['eval_len'])),
+                                                  fmt(ppl_of(e, 0)) if run != 'full' else 'n/a')]
+            mem = memory_floats(model_for(scale_name, trains[0]['settings']).config, s['eval_len']) \
+                if trains[0].get('settings') else None
+            lines.append(f"| {run} | {count(mem)} | {' | '.join(cells)} | {count(trains[0].get('params'))} | "
+                         f"{' / '.join(count(t.get('tokens_seen')) for t in trains)} | "
+                         f"{' / '.join(duration(t.get('wall_s')) for t in trains)} |")
+        lines += ['', "n/a: full attention keeps every token's keys and values, so whole books are not evaluated."]
+        gates = [(key, e['train']['gates_sigmoid']) for key, e in runs.items()
+                 if (e.get('train') or {}).get('gates_sigmoid')]
+        if gates:
+            lines += ['', 'Infini gates after training, sigmoid(β) averaged over heads, layer 1 to last (0 = local '
+                          'attention only, 1 = memory only):', '']
+            lines += [f"- {key}: " + ' '.join(f"{sum(g) / len(g):.2f}" for g in layers) for key, layers in gates]
+    elif exp == 'exp2':
+        lines = [f"Passkey retrieval, exact match % (start/middle/end), fine-tuned on {size_name(s['seq_len'])}-token "
+                 f"examples ({s['trials']} per cell; token accuracy in the JSON):", '',
+                 '| model | ' + ' | '.join(size_name(n) for n in s['lens']) + ' |', '|---|' + '---:|' * len(s['lens'])]
+        for run in PASSKEY_BASES:
+            for part, label in (('passkey_zeroshot', 'zero-shot'), ('passkey', 'fine-tuned')):
+                rows = (runs.get(run, {}).get(part) or {}).get('numbers') or []
+                cell = {(r['len'], r['depth']): r['exact'] for r in rows}
+                lines.append(f"| {run} ({label}) | " + ' | '.join(
+                    '/'.join(fmt(100 * cell[n, d], 0) if (n, d) in cell else '—' for d in ('start', 'middle', 'end'))
+                    for n in s['lens']) + ' |')
+    else:
+        lines = [f"pg19 validation perplexity at each evaluation length, windows streamed from an empty state "
+                 f"(trained on {size_name(s['seq_len'])}-token windows):", '',
+                 '| model | ' + ' | '.join(size_name(n) for n in s['eval_lens']) + ' | tokens seen | wall |',
+                 '|---|' + '---:|' * (len(s['eval_lens']) + 2)]
+        for run in EXP3_RUNS:
+            t = runs.get(run, {}).get('train') or {}
+            lines.append(f"| {run} | " + ' | '.join(fmt(ppl_of(runs.get(run, {}), n)) for n in s['eval_lens']) +
+                         f" | {count(t.get('tokens_seen'))} | {duration(t.get('wall_s'))} |")
+    return '\n'.join(lines)
+
+
+def report(plan, state, paths, scale_name, experiments):
+    """Write <results_dir>/<experiment>.json for the experiments and print their tables."""
+    for exp in experiments:
+        stages = [s for s in plan if s.experiment == exp]
+        done = sum(is_done(s, state) for s in stages)
+        runs = {}
+        for s in stages:  # 'exp1/pg19/local/train' -> runs['pg19/local']['train']
+            runs.setdefault('/'.join(s.name.split('/')[1:-1]), {})[s.name.split('/')[-1]] = \
+                stage_result(s, state, plan, scale_name, paths)
+        res = dict(experiment=exp, scale=scale_name, title=TITLES[exp], claim=CLAIMS[exp],
+                   status='complete' if done == len(stages) else f"partial: {done} of {len(stages)} stages done",
+                   settings=SCALES[scale_name][exp], report_environment=environment(),
+                   effective_flops_for_estimates=EFFECTIVE_FLOPS, runs=runs, table_md=table(exp, runs, scale_name))
+        write_json(os.path.join(paths.results, f"{exp}.json"), res)
+        print(f"\n## {exp}: {res['title']} [{scale_name} scale, {res['status']}]\n\n{res['table_md']}")
+    print('\nwrote ' + ', '.join(display_path(os.path.join(paths.results, f"{e}.json")) for e in experiments))
 
 
 # -----------------------------------------------------------------------------
-# Generated books for --scale tiny: a few "novels" and "LaTeX notes" written as text files, then tokenized by
-# the real prepare scripts (byte tokenizer), so the smoke test runs the same data path as a GPU run.
+# Generated books for --scale tiny, tokenized by the real prepare scripts (byte tokenizer): the same data path.
 
-WORDS = ("the of and to a in that was he it his with as had for she her not but at on by which be this from "
-         "they were all one said would there so what their been when who them if more no into very could upon "
-         "some time only then now little man out see any old about after made great before two door light house "
-         "letter morning river garden evening window road").split()
-NAMES = ("Elinor", "Mr. Thornton", "Captain Marlow", "Mrs. Bennet", "the Doctor", "Tess", "Mr. Pocket", "Bathsheba")
-SYMBOLS = ("x", "y", "n", "k", "\\alpha", "\\lambda", "f(x)", "M", "G", "\\mathcal{O}_X")
-
-
-def tiny_novel(rng, n_chars):
-    cast = rng.sample(NAMES, 3)
-    parts, chapter = [], 0
-    while sum(map(len, parts)) < n_chars:
-        if not parts or rng.random() < 0.08:
-            chapter += 1
-            parts.append(f"\n\nCHAPTER {chapter}.\n\n")
-        words = [rng.choice(WORDS) for _ in range(rng.randint(6, 16))]
-        words.insert(rng.randrange(len(words)), rng.choice(cast))
-        parts.append(' '.join(words).capitalize() + rng.choice(('. ', '. ', '; ', '! ', '.\n\n')))
-    return ''.join(parts)
-
-
-def tiny_latex(rng, n_chars):
-    parts, label = ["\\section{Preliminaries}\n\n"], 0
-    while sum(map(len, parts)) < n_chars:
-        a, b = rng.sample(SYMBOLS, 2)
-        label += 1
-        ref = f" by Lemma~\\ref{{lem:{rng.randint(1, label - 1)}}}" if label > 1 else ""
-        parts.append(f"\\begin{{lemma}}\\label{{lem:{label}}}\nLet ${a}$ and ${b}$ be as above. Then "
-                     f"${a} \\leq {b}^{{{rng.randint(2, 9)}}}$.\n\\end{{lemma}}\n\\begin{{proof}}\nThis follows"
-                     f"{ref}, since ${a} = \\sum_{{i=1}}^{{n}} {b}_i$.\n\\end{{proof}}\n\n")
-    return ''.join(parts)
+WORDS = ("the of and to a in that was he it his with as had for she her not but at on by which be this from they "
+         "were all one said would there so what their been when who them if more no into very could upon some time "
+         "only then now little man out see old about after made great before two door light house letter river").split()
 
 
 def write_tiny_corpora(text_dir, seed=0):
-    """text_dir/{pg19,math}/{train,validation,test}/*.txt|.tex: 4 / 2 / 1 books of a few thousand characters."""
+    """text_dir/{pg19,math}/{train,validation,test}/: 4 / 2 / 1 books of a few thousand characters each."""
     rng = random.Random(seed)
-    for corpus, (write, suffix) in {'pg19': (tiny_novel, '.txt'), 'math': (tiny_latex, '.tex')}.items():
+    sentence = lambda: ' '.join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))).capitalize() + '. '
+    lemma = lambda i: f"\\begin{{lemma}}\\label{{lem:{i}}} Let $x_{i} \\leq y^{{{rng.randint(2, 9)}}}$. " \
+                      f"{sentence()}\\end{{lemma}}\n"
+    for corpus, suffix, part in (('pg19', '.txt', lambda i: sentence()), ('math', '.tex', lemma)):
         for split, sizes in (('train', (4000, 5000, 3000, 4500)), ('validation', (2600, 3400)), ('test', (2000,))):
-            folder = os.path.join(text_dir, corpus, split)
-            os.makedirs(folder, exist_ok=True)
-            for i, n in enumerate(sizes):
-                with open(os.path.join(folder, f"{corpus}{i}{suffix}"), 'w') as f:
-                    f.write(write(rng, n))
+            os.makedirs(os.path.join(text_dir, corpus, split), exist_ok=True)
+            for b, n in enumerate(sizes):
+                text, i = '', 0
+                while len(text) < n:
+                    text, i = text + part(i), i + 1
+                with open(os.path.join(text_dir, corpus, split, f"{corpus}{b}{suffix}"), 'w') as f:
+                    f.write(text)
 
 
 # -----------------------------------------------------------------------------
-# --pack: what a later session needs, as one .tgz: state.json, every stage's JSON output and training log, the
-# stage logs and the results; no checkpoints (a GPU session brings back at most 16 MiB per file).
-
-def pack(path, paths):
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or '.', exist_ok=True)
-    with tarfile.open(path, 'w:gz') as tar:
-        for root, _, files in os.walk(paths.work):
-            for name in sorted(files):
-                if name.endswith(('.json', '.jsonl', '.log')):
-                    full = os.path.join(root, name)
-                    tar.add(full, arcname=display_path(full))
-        if os.path.isdir(paths.results):  # only what this driver writes: others may keep results there too
-            for name in sorted(os.listdir(paths.results)):
-                if name.startswith(EXPERIMENTS) and name.endswith(('.json', '.png')):
-                    full = os.path.join(paths.results, name)
-                    tar.add(full, arcname=display_path(full))
-    return path
-
-
-# -----------------------------------------------------------------------------
-# Running the plan
+# The command line: the plan, then one loop over the stages not done yet.
 
 def check_data(stages, paths):
     """Every corpus a stage to run reads must be tokenized already (one line saying how, if not)."""
     for s in stages:
-        if s.kind != 'train' or s.init_from != 'scratch' or any(n.startswith('data/') for n in s.needs):
-            continue
-        data_dir = next(a.split('=', 1)[1] for a in paths.command(s) if a.startswith('--data_dir='))
-        if not os.path.exists(os.path.join(data_dir, 'meta.json')):
-            folder = os.path.basename(data_dir)
-            raw = {'pg19': 'pg19-mini', 'arxiv_math': 'math-mini'}.get(folder, folder)
-            raise SystemExit(f"error: {data_dir}/meta.json not found (needed by {s.name}); tokenize the corpus "
-                             f"first: python data/{folder}/prepare.py --input /work/shared/data/{raw} --out {data_dir}")
+        if s.kind == 'train' and s.init_from == 'scratch' and not any(n.startswith('data/') for n in s.needs):
+            data_dir = next(a.split('=', 1)[1] for a in paths.command(s) if a.startswith('--data_dir='))
+            if not os.path.exists(os.path.join(data_dir, 'meta.json')):
+                raise SystemExit(f"error: {data_dir}/meta.json not found (needed by {s.name}); tokenize the corpus "
+                                 f"first: python data/{os.path.basename(data_dir)}/prepare.py --input DIR "
+                                 f"--out {data_dir}")
 
 
-def child_env(tiny, verbose):
+def run_all(plan, selected, state, paths, args):
+    tiny = args.scale == 'tiny'
+    if tiny and not os.path.isdir(os.path.join(paths.work, 'text')):
+        write_tiny_corpora(os.path.join(paths.work, 'text'))
+    todo, notes = stages_to_run(selected, plan, state, paths)
+    check_data(todo, paths)
+    print(''.join(f"note: {n}\n" for n in notes) + f"{len(todo)} stages to run, "
+          f"{len(selected) - len([s for s in todo if s in selected])} of the {len(selected)} selected already done"
+          + (f" | budget {args.max_minutes:g} min" if args.max_minutes is not None else ''), flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    if not verbose:
-        env.setdefault('TQDM_MININTERVAL', '30')  # progress bars go to a log file: a line every 30 s is enough
+    if not args.verbose:
+        env.setdefault('TQDM_MININTERVAL', '30')  # progress bars go to a log file: a line every 30 s
     if tiny:
         env.setdefault('OMP_NUM_THREADS', '1')  # tiny models on shared cores: one thread never waits for another
-    return env
-
-
-def execute(plan, selected, state, paths, args, tiny):
-    budget = Budget(args.max_minutes)
+    fork = args.launch == 'fork' or (args.launch == 'auto' and tiny and hasattr(os, 'fork'))
+    if fork and todo:  # import once, here, what every forked stage would import
+        os.environ.update(env)  # read at import time by tqdm and torch
+        import numpy, torch._dynamo, torch.distributed, tqdm  # noqa: F401,E401
+        import checkpoint, configurator, dataset, model, sample, tokenizer  # noqa: F401,E401
+        environment()
+    budget, failed, finished, t_start = Budget(args.max_minutes), [], 0, time.time()
+    by_name = {s.name: s for s in plan}
 
     def on_signal(signum, frame):
         if budget.signal is not None:
             raise KeyboardInterrupt
         budget.signal = signum
         budget.ask_to_stop()
-        print(f"\n{signal.Signals(signum).name}: stopping after the running stage has stopped cleanly "
-              f"(again to quit at once)", flush=True)
+        print(f"\n{signal.Signals(signum).name}: stopping once the running stage has stopped cleanly (again to "
+              f"quit at once)", flush=True)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run_all(plan, selected, state, paths, args, tiny, budget)
+        for i, stage in enumerate(todo):
+            if budget.over():
+                break
+            blocked = [n for n in stage.needs if n in failed or not outputs_present(by_name[n], paths)]
+            if blocked:
+                print(f"[{i + 1}/{len(todo)}] {stage.name}: skipped, {blocked[0]} did not finish")
+                failed.append(stage.name)
+                continue
+            print(f"[{i + 1}/{len(todo)}] {stage.name} ...", end=' ', flush=True)
+            result, rec, resumed_from, log = run_stage(stage, state, paths, budget, env, args.verbose, fork)
+            how = f" (resumed from step {resumed_from})" if resumed_from is not None else ''
+            if result == 'done':
+                finished += 1
+                if stage.kind == 'train' and resumed_from is None:
+                    invalidate_dependents(stage, plan, state)
+                loss = f", val loss {rec['val_loss']:.4f}" if rec.get('val_loss') is not None else ''
+                print(f"done in {rec['attempts'][-1]['wall_s']:.0f} s{how}{loss}", flush=True)
+            elif result == 'stopped':
+                where = f" at step {rec['iter_num']}" if rec.get('iter_num') else ''
+                print(f"stopped{where}{how}: it {'resumes' if stage.kind == 'train' else 'runs again'} when this "
+                      f"command runs again", flush=True)
+            else:
+                failed.append(stage.name)
+                with open(log, errors='replace') as f:
+                    tail = [l for l in f.read().replace('\r', '\n').splitlines() if l.strip()][-15:]
+                print(f"FAILED{how}: {rec['error']} (log: {log})\n" + '\n'.join('    ' + l for l in tail), flush=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def invalidate_dependents(stage, plan, state):
-    """A training that ran again from scratch (its checkpoint was gone) made a new model: whatever was computed
-    from the old one is no longer done, so that every number in the results comes from the checkpoint that exists."""
-    stale = {stage.name}
-    for s in plan:  # plan order: a stage comes after the ones it needs
-        if any(n in stale for n in s.needs):
-            stale.add(s.name)
-            rec = state.get(s)
-            if rec is not None and rec['status'] == 'done':
-                state.put(s, dict(rec, status='stale'))
-
-
-def run_all(plan, selected, state, paths, args, tiny, budget):
-    if tiny and not os.path.isdir(os.path.join(paths.work, 'text')):
-        write_tiny_corpora(os.path.join(paths.work, 'text'))
-    todo, notes = stages_to_run(selected, plan, state, paths)
-    check_data(todo, paths)
-    for note in notes:
-        print(f"note: {note}")
-    skipped = len(selected) - len([s for s in todo if s in selected])
-    print(f"{len(todo)} stages to run, {skipped} of the {len(selected)} selected already done"
-          + (f" | budget {args.max_minutes:g} min" if args.max_minutes is not None else ''), flush=True)
-    env = child_env(tiny, args.verbose)
-    fork = args.launch == 'fork' or (args.launch == 'auto' and tiny and hasattr(os, 'fork'))
-    if fork and todo:
-        os.environ.update(env)  # read at import time by tqdm and torch, which the forked stages inherit
-        preload_for_fork()
-    by_name = {s.name: s for s in plan}
-    failed, blocked_count, finished, t_start = [], 0, 0, time.time()
-    for i, stage in enumerate(todo):
-        if budget.over():
-            break
-        blocked = [n for n in stage.needs if n in failed or not outputs_present(by_name[n], paths)]
-        if blocked:
-            print(f"[{i + 1}/{len(todo)}] {stage.name}: skipped, {blocked[0]} did not finish")
-            failed.append(stage.name)
-            blocked_count += 1
-            continue
-        print(f"[{i + 1}/{len(todo)}] {stage.name} ...", end=' ', flush=True)
-        result, rec, resumed_from, log = run_stage(stage, state, paths, budget, env, args.verbose, fork)
-        how = f" (resumed from step {resumed_from})" if resumed_from is not None else ''
-        if result == 'done':
-            finished += 1
-            if stage.kind == 'train' and resumed_from is None:
-                invalidate_dependents(stage, plan, state)
-            extra = f", val loss {rec['val_loss']:.4f}" if rec.get('val_loss') is not None else ''
-            print(f"done in {rec['attempts'][-1]['wall_s']:.0f} s{how}{extra}", flush=True)
-        elif result == 'stopped':
-            where = f" at step {rec['iter_num']}" if stage.kind == 'train' and rec.get('iter_num') else ''
-            print(f"stopped{where}{how}: " + ('it resumes' if stage.kind == 'train' else 'it runs again') +
-                  " when this command runs again", flush=True)
-        else:
-            failed.append(stage.name)
-            print(f"FAILED{how}: {rec.get('error')} (log: {log})\n{tail(log)}", flush=True)
     left = [s for s in todo if not is_done(s, state)]
-    print(f"\n{finished} stages done in {(time.time() - t_start) / 60:.1f} min, {len(failed) - blocked_count} "
-          f"failed, {blocked_count} skipped after a failure, {len(left)} not done" + (" (stopped: time budget or signal; run the same command again to continue)"
+    print(f"\n{finished} stages done in {(time.time() - t_start) / 60:.1f} min, {len(failed)} failed or skipped, "
+          f"{len(left)} not done" + (" (stopped: time budget or signal; run the same command again to continue)"
                                      if budget.over() and left else ''))
     return 1 if failed else 0
 
-
-# -----------------------------------------------------------------------------
-# The command line
 
 def print_plan(plan, selected, state, paths, scale_name):
     print(f"scale {scale_name}: {len(selected)} stages | work_dir {display_path(paths.work)} | data_root "
@@ -1172,30 +781,20 @@ def print_plan(plan, selected, state, paths, scale_name):
           f"TFLOP/s (an H100 at ~50% MFU; not measured)")
     totals = {}
     for s in selected:
-        rec = state.get(s)
-        status = rec['status'] if rec else 'pending'
-        if status == 'partial' and rec.get('iter_num') is not None:
-            status = f"partial (step {rec['iter_num']})"
-        elif status == 'done' and rec.get('wall_s') is not None:
-            status = f"done ({duration(rec['wall_s'])})"
+        rec = state.get(s) or {'status': 'pending'}
+        status = f"partial (step {rec.get('iter_num')})" if rec['status'] == 'partial' else \
+            f"done ({duration(rec.get('wall_s'))})" if rec['status'] == 'done' else rec['status']
         minutes = estimate_minutes(s, plan, scale_name, paths)
         totals[s.experiment] = totals.get(s.experiment, 0.0) + minutes
-        extra = ''
-        if s.kind == 'train':
-            st = s.info['settings']
-            extra = f"  [{st.get('attn', 'as base')}, {st['seq_len']} tokens x {st['batch_size']} x " \
-                    f"{st['gradient_accumulation_steps']}, {st['max_iters']} steps = {s.info['tokens'] / 1e6:.1f}M tokens]"
-        print(f"\n{s.name:<38} {status:<20} ~{minutes:6.2f} GPU min{extra}")
-        init = f" --init_from={s.init_from}" if s.kind == 'train' else ''
-        print(f"    python {' '.join(paths.command(s))}{paths.fill(init)}")
+        st = s.info.get('settings')
+        extra = f"  [{st.get('attn', 'as base')}, {st['seq_len']} tokens x {st['batch_size']} x " \
+                f"{st['gradient_accumulation_steps']}, {st['max_iters']} steps = {s.info['tokens'] / 1e6:.1f}M " \
+                f"tokens]" if st else ''
+        init = f" --init_from={paths.fill(s.init_from)}" if s.kind == 'train' else ''
+        print(f"\n{s.name:<38} {status:<20} ~{minutes:6.2f} GPU min{extra}\n"
+              f"    python {' '.join(paths.command(s))}{init}")
     print('\nestimated GPU minutes: ' + ', '.join(f"{e} {m:.1f}" for e, m in totals.items()) +
           f", total {sum(totals.values()):.1f}")
-
-
-def print_tables(results):
-    for exp, res in results.items():
-        print(f"\n## {exp}: {res['title']} [{res['scale']} scale, {res['status']}]\n")
-        print(res['table_md'])
 
 
 def main(argv=None):
@@ -1204,13 +803,13 @@ def main(argv=None):
                                 epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('--scale', choices=list(SCALES), default='small')
     p.add_argument('--only', default=None, help="exp1, exp2, exp3 or stage patterns ('exp1/pg19/*'), comma-separated")
-    p.add_argument('--list', action='store_true', help='print the planned stages, their status and commands; run nothing')
-    p.add_argument('--report', action='store_true', help='write results/ and print the tables; run nothing')
+    p.add_argument('--list', action='store_true', help='print the stages, their status and commands; run nothing')
+    p.add_argument('--report', action='store_true', help='write the results and print the tables; run nothing')
     p.add_argument('--data_root', default=None,
                    help="holds the tokenized pg19/ and arxiv_math/ (default: data; tiny: generated in work_dir)")
     p.add_argument('--work_dir', default=None, help='checkpoints, logs, state.json (default: out-repro-<scale>)')
-    p.add_argument('--results_dir', default=None,
-                   help='where <experiment>.json and the plots go (default: results; tiny: <work_dir>/results)')
+    p.add_argument('--results_dir', default=None, help='where <experiment>.json goes (default: results; tiny: '
+                                                       '<work_dir>/results)')
     p.add_argument('--max_minutes', type=float, default=None,
                    help='stop cleanly after this many minutes (trainings save and resume next time)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
@@ -1223,56 +822,49 @@ def main(argv=None):
                    help="how a stage's `python script.py ...` starts: exec = a new interpreter; fork = a fork of "
                         "this one, skipping torch's import time (CPU only); auto = fork for tiny, else exec")
     args = p.parse_args(argv)
-
-    scale = SCALES[args.scale]
-    # Paths given on the command line are relative to the current folder; the defaults to the repository, where
-    # everything runs from here on (recorded commands use paths relative to it where they can).
-    given = [os.path.abspath(x) if x else None for x in (args.work_dir, args.data_root, args.results_dir)]
-    os.chdir(REPO)
-    work = given[0] or f"out-repro-{args.scale}"
-    data = given[1] or scale['data_root'] or os.path.join(work, 'data')
-    results_dir = given[2] or (os.path.join(work, 'results') if args.scale == 'tiny' else 'results')
-    paths = Paths(*(display_path(x) for x in (work, data, results_dir)))
     if args.max_minutes is not None and args.max_minutes < 0:
         raise SystemExit(f"error: --max_minutes {args.max_minutes} must not be negative")
     if args.set:  # checked now, not by the first training an hour into the run
         from configurator import ConfigError, get_config
         from train import DEFAULTS
-        for s in args.set:
-            if '=' not in s or s.startswith('-'):
-                raise SystemExit(f"error: --set {s!r}: write KEY=VALUE, e.g. --set compile=True")
+        bad = next((s for s in args.set if '=' not in s or s.startswith('-')), None)
+        if bad:
+            raise SystemExit(f"error: --set {bad!r}: write KEY=VALUE, e.g. --set compile=True")
         try:
             get_config(DEFAULTS, [f"--{s}" for s in args.set])
         except ConfigError as e:
             raise SystemExit(f"error: --set: {e}")
-
-    tiny = args.scale == 'tiny'
-    plan = build_plan(args.scale, '{work}/text' if tiny else None)
+    # Paths on the command line are relative to the current folder, the defaults to the repository, where
+    # everything runs from here on (recorded commands use paths relative to it where they can).
+    work, data, results = (os.path.abspath(x) if x else None for x in (args.work_dir, args.data_root, args.results_dir))
+    os.chdir(REPO)
+    work = work or f"out-repro-{args.scale}"
+    data = data or SCALES[args.scale]['data_root'] or os.path.join(work, 'data')
+    results = results or (os.path.join(work, 'results') if args.scale == 'tiny' else 'results')
+    paths = Paths(display_path(work), display_path(data), display_path(results))
+    plan = build_plan(args.scale, '{work}/text' if args.scale == 'tiny' else None)
     for stage in plan:  # --set is part of what a training is: changing it later runs the trainings again
-        if stage.kind == 'train':
-            stage.command += [f"--{kv}" for kv in args.set]
+        stage.command += [f"--{kv}" for kv in args.set] if stage.kind == 'train' else []
     selected = select(plan, args.only)
     state = State(os.path.join(paths.work, 'state.json'), args.scale)
-    experiments = [e for e in EXPERIMENTS if any(s.experiment == e for s in selected)]
-
     if args.list:
         print_plan(plan, selected, state, paths, args.scale)
         return 0
-    if not args.report:
-        status = execute(plan, selected, state, paths, args, tiny)
-    else:
-        status = 0
+    status = 0 if args.report else run_all(plan, selected, state, paths, args)
     # an experiment none of whose stages has run yet gets no results file (nothing to report, nothing to overwrite)
-    experiments = [e for e in experiments if any(state.get(s) for s in plan if s.experiment == e)]
+    experiments = [e for e in EXPERIMENTS if any(s.experiment == e for s in selected)
+                   and any(state.get(s) for s in plan if s.experiment == e)]
     if experiments:
-        results = collect(plan, state, paths, args.scale, experiments)
-        written = write_results(results, paths)
-        print_tables(results)
-        print('\nwrote ' + ', '.join(display_path(w) for w in written))
+        report(plan, state, paths, args.scale, experiments)
     else:
         print("no stage of the selection has run yet, so no results to write (--list shows the plan)")
-    if args.pack:
-        print(f"packed {pack(args.pack, paths)}")
+    if args.pack:  # state, stage outputs, logs and results: what another machine needs to continue the record
+        os.makedirs(os.path.dirname(os.path.abspath(args.pack)), exist_ok=True)
+        with tarfile.open(args.pack, 'w:gz') as tar:
+            for root, _, files in [*os.walk(paths.work), (paths.results, None, [f"{e}.json" for e in experiments])]:
+                for name in sorted(f for f in files if f.endswith(('.json', '.jsonl', '.log'))):
+                    tar.add(os.path.join(root, name), arcname=display_path(os.path.join(root, name)))
+        print(f"packed {args.pack}")
     return status
 
 

@@ -64,7 +64,8 @@ def tables(ranks):
         c = communication_per_layer(grown, n, ranks)
         print(f"Dilated, w = 2048·2^i up to N with r = 2^i, {ranks} ranks, N={name(n)}: {k} patterns, forward "
               f"{c['forward'] / MB:.2f} MiB per layer (only patterns with N/P < w <= N communicate, at most "
-              f"log2(P) of them, each < (w/r)·H·D·2·2 = {2048 * 8 * 128 * 4 / MB:.0f} MiB)")
+              f"log2(P) of them; once r > H = 8 every residue still has a head (model.head_offsets), so such a "
+              f"pattern sends about all N/P rows of K and V instead of H/r of them)")
     linear = communication_per_layer(GPTConfig(**{**PAPER, 'attn': 'infini'}), 2**20, ranks)
     delta = communication_per_layer(GPTConfig(**{**PAPER, 'attn': 'infini', 'mem_update': 'delta'}), 2**20, ranks)
     print(f"\nInfini, {ranks} ranks, any N, per layer: linear {linear['forward'] / MB:.2f} MiB forward and backward "

@@ -192,6 +192,25 @@ def test_topk_ignores_chunks_not_finished_before_the_asking_chunk():
     assert torch.allclose(weights.sum(-1)[0, 2:], torch.ones(n - 2))
 
 
+@pytest.mark.parametrize('training', [False, True])
+def test_retrieval_scores_and_gumbel_noise_stay_float32_under_bf16_autocast(training):
+    """In bf16, nearby scores tie at the k-th place and the noise's largest values are capped: the chunks picked
+    must not depend on autocast. Same inputs, same noise seed: the same top-k and the same float32 weights."""
+    retriever = ChunkRetriever(tiny_gca(gca_topk=4)).float().train(training)
+    n, C = 64, 32
+    gen = torch.Generator().manual_seed(0)
+    queries, keys = (torch.randn(2, n, C, generator=gen, dtype=torch.float32) for _ in range(2))
+    chunks = torch.arange(n)
+    torch.manual_seed(1)
+    index, weights = retriever.retrieve(queries, keys, chunks)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        torch.manual_seed(1)
+        index_bf16, weights_bf16 = retriever.retrieve(queries, keys, chunks)
+    assert weights_bf16.dtype == torch.float32
+    assert torch.equal(index_bf16, index)
+    assert torch.equal(weights_bf16, weights)
+
+
 def test_gumbel_noise_only_when_training():
     torch.manual_seed(0)
     model = GPT(tiny_gca(gca_topk=1))

@@ -105,6 +105,13 @@ def ref_full(attn, x):
     return merge_heads(attn, ref_causal_softmax_attention(ref_rope(q, positions), ref_rope(k, positions), v))
 
 
+def ref_head_offsets(h, H, r):
+    """LongNet §2.3 (arXiv:2307.02486v2): head j keeps the rows at offset s_j = j mod r of each segment.
+    Our coverage change (model.head_offsets): with fewer heads than r, head h also keeps h + H, h + 2H, ... < r,
+    each offset attended on its own, so that every residue is queried by some head."""
+    return [h % r] if H >= r else list(range(h, r, H))
+
+
 def ref_dilated(attn, x):
     """LongNet: per pattern, gather / attend / scatter with explicit denominators s_i, then
     O = Σ_i s_i O_i / Σ_i s_i, all per head and query row."""
@@ -117,15 +124,16 @@ def ref_dilated(attn, x):
     for w, r in zip(c.dilated_segments, c.dilated_rates):
         w = min(w, T)
         for h in range(H):
-            for seg_start in range(0, T, w):
-                kept = [p for p in range(seg_start, min(seg_start + w, T)) if (p - seg_start) % r == h % r]
-                for a, i in enumerate(kept):
-                    keys = kept[:a + 1]  # causal among the kept rows
-                    scores = torch.stack([(q[:, h, i] * k[:, h, j]).sum(-1) for j in keys], -1) / math.sqrt(D)  # (B, n)
-                    s_i = scores.exp().sum(-1, keepdim=True)
-                    o_i = (scores.exp().unsqueeze(-1) * v[:, h, keys]).sum(1) / s_i
-                    numerator[:, h, i] += s_i * o_i
-                    denominator[:, h, i] += s_i
+            for offset in ref_head_offsets(h, H, r):
+                for seg_start in range(0, T, w):
+                    kept = [p for p in range(seg_start, min(seg_start + w, T)) if (p - seg_start) % r == offset]
+                    for a, i in enumerate(kept):
+                        keys = kept[:a + 1]  # causal among the kept rows
+                        scores = torch.stack([(q[:, h, i] * k[:, h, j]).sum(-1) for j in keys], -1) / math.sqrt(D)
+                        s_i = scores.exp().sum(-1, keepdim=True)
+                        o_i = (scores.exp().unsqueeze(-1) * v[:, h, keys]).sum(1) / s_i
+                        numerator[:, h, i] += s_i * o_i
+                        denominator[:, h, i] += s_i
     return merge_heads(attn, numerator / denominator)
 
 
@@ -142,7 +150,7 @@ def ref_dilated_by_counts(attn, x):
             for i in range(T):
                 for j in range(i + 1):
                     same_segment = i // w == j // w
-                    if same_segment and (i % w) % r == h % r and (j % w) % r == h % r:
+                    if same_segment and (i % w) % r == (j % w) % r and (i % w) % r in ref_head_offsets(h, H, r):
                         counts[h, i, j] += 1
     weights = counts * torch.exp(q @ k.transpose(-1, -2) / math.sqrt(D))
     return merge_heads(attn, (weights / weights.sum(-1, keepdim=True)) @ v)
@@ -170,6 +178,16 @@ def fast_and_ref_grads(attn, x, reference):
     return results
 
 
+def assert_fast_path_matches_reference(attn, x, reference):
+    """Values and gradients (every parameter and the input) of the fast path and the reference agree."""
+    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, reference)
+    assert_close_rel(y, y_ref)
+    assert_close_rel(gx, gx_ref)
+    for name in gp:
+        assert_close_rel(gp[name], gp_ref[name])
+    return gp
+
+
 # ---------------------------------------------------------------------------------------------
 # Fast path == reference, values and gradients.
 
@@ -181,11 +199,7 @@ def test_infini_fast_path_matches_reference_values_and_grads(rule, T):
     with torch.no_grad():
         attn.gate.copy_(torch.randn(4))  # not the symmetric init, so the gate's gradient is tested too
     x = torch.randn(2, T, 32)
-    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, REFERENCES['infini'])
-    assert_close_rel(y, y_ref)
-    assert_close_rel(gx, gx_ref)
-    for name in gp:
-        assert_close_rel(gp[name], gp_ref[name])
+    gp = assert_fast_path_matches_reference(attn, x, REFERENCES['infini'])
     assert gp['gate'].abs().sum() > 0
 
 
@@ -195,11 +209,7 @@ def test_fast_path_matches_reference_values_and_grads(kind, T):
     torch.manual_seed(T)
     attn = ATTENTION[kind](tiny_config(kind))
     x = torch.randn(2, T, 32)
-    (y, gx, gp), (y_ref, gx_ref, gp_ref) = fast_and_ref_grads(attn, x, REFERENCES[kind])
-    assert_close_rel(y, y_ref)
-    assert_close_rel(gx, gx_ref)
-    for name in gp:
-        assert_close_rel(gp[name], gp_ref[name])
+    assert_fast_path_matches_reference(attn, x, REFERENCES[kind])
 
 
 def test_dilated_mixture_equals_one_softmax_with_pattern_counts():
@@ -220,21 +230,35 @@ def test_dilated_single_dense_pattern_equals_full_attention():
     assert_close_rel(dilated(x)[0], full(x)[0], tol=1e-12)
 
 
-def test_dilated_paper_patterns_cover_every_row_of_every_head():
-    """The paper's rates (1, 2, 4, 6, 12; 6 and 12 divide no w) on its segments scaled down 64x."""
+@pytest.mark.parametrize('H', [8, 2, 16])
+def test_every_position_of_every_dilated_pattern_is_a_query_of_some_head(H):
+    """The paper's rates (1, 2, 4, 6, 12; 6 and 12 divide no w) on its segments scaled down 64x, with fewer heads
+    than the largest rates (8 as configs/pg19_dilated.py, 2 as repro_tiny) and more. Each head keeps the rows at
+    its offsets (ref_head_offsets) inside each segment, and every position is kept by exactly one head."""
     from model import dilated_pattern
     segments, rates = (32, 64, 128, 256, 512), (1, 2, 4, 6, 12)
-    H, T = 8, 700  # longer than the largest segment and a multiple of none
+    T = 700  # longer than the largest segment and a multiple of none
     q = torch.randn(1, H, T, 4)
-    covered = torch.zeros(H, T, dtype=torch.int64)
     for w, r in zip(segments, rates):
         _, lse = dilated_pattern(q, q, q, min(w, T), r)
-        rows = torch.isfinite(lse[0])
-        for h in range(H):  # head h keeps exactly the rows at offset h mod r inside each segment
-            expected = (torch.arange(T) % w) % r == h % r
+        rows = torch.isfinite(lse[0])                                      # (H, T): rows each head queries
+        for h in range(H):
+            expected = torch.isin((torch.arange(T) % w) % r, torch.tensor(ref_head_offsets(h, H, r)))
             assert torch.equal(rows[h], expected), (w, r, h)
-        covered += rows.long()
-    assert covered.min() >= 1
+        heads_per_position = rows.sum(0)
+        assert heads_per_position.min() >= 1, f"w={w} r={r}: some positions are a query of no head"
+        if H <= r:
+            assert heads_per_position.max() == 1
+
+
+@pytest.mark.parametrize('T', [12, 37])
+def test_dilated_with_fewer_heads_than_a_rate_matches_reference_values_and_grads(T):
+    torch.manual_seed(T)
+    attn = ATTENTION['dilated'](tiny_config('dilated', n_head=2, dilated_segments=(4, 8, 16), dilated_rates=(1, 3, 5)))
+    x = torch.randn(2, T, 32)
+    assert_fast_path_matches_reference(attn, x, REFERENCES['dilated'])
+    with torch.no_grad():
+        assert_close_rel(ref_dilated(attn, x), ref_dilated_by_counts(attn, x), tol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
