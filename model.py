@@ -277,7 +277,7 @@ class InfiniAttention(AttentionBase):
         # β per head; 0 = an even mix of memory and local. Starting some heads on memory (β > 0) and the others on
         # local attention (β < 0) lets each kind of head learn its job from the first step (tried in docs/recall.md).
         beta = config.gate_init * (config.n_head // len(config.gate_init))
-        self.gate = nn.Parameter(torch.tensor(beta, dtype=torch.float32))
+        self.gate = nn.Parameter(torch.tensor(beta, dtype=torch.get_default_dtype()))
 
     def attend(self, q, k, v, state):
         if state is None:  # empty memory: M (B, H, D, D) and z (B, H, D) of zeros

@@ -1,0 +1,162 @@
+"""
+Does the memory remember? Passkey retrieval by tiny models trained on 2 CPU cores.
+
+Trains configs/recall_infini.py (2 layers, n_embd 64, byte tokens, generated passkey examples of 512 tokens = 16
+segments of 32) once per attention kind -- only the attention differs -- then evaluates every checkpoint with
+passkey.py (the same streaming path as any user) at 1x, 8x and 64x the training length and at 1,048,576 tokens,
+keys at the start, middle and end of the filler:
+
+    python scripts/recall_cpu.py                         # every run below; results/recall_cpu.json and .png
+    python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall
+
+Finished trainings and evaluations in --work are reused, so an interrupted run continues where it stopped.
+Only start and middle test the memory: a key in the question's own segment is in reach of local attention.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+CONFIG = 'configs/recall_infini.py'
+TRAIN_LEN = 512
+MILLION = 1 << 20
+# name, overrides of CONFIG, evaluation lengths. local and full see the same data; full attention is the ceiling at
+# the training length (its cost grows with the square of the length), local the floor (it cannot see the key).
+RUNS = [
+    ('infini_linear', [], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
+    ('infini_delta', ['--mem_update=delta'], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
+    ('local', ['--attn=local'], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN]),
+    ('full', ['--attn=full'], [TRAIN_LEN, 8 * TRAIN_LEN]),
+]
+
+
+def run(cmd, log_path, threads):
+    """Run a repo script, its output to log_path; returns the seconds it took. Fails loudly with the log's tail."""
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads)}
+    t0 = time.time()
+    with open(log_path, 'w') as log:
+        done = subprocess.run([sys.executable] + cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-2000:]
+        raise SystemExit(f"error: {' '.join(cmd)} failed (log {log_path}):\n{tail}")
+    return time.time() - t0
+
+
+def train(name, overrides, args):
+    out_dir = os.path.join(args.work, name)
+    summary = os.path.join(out_dir, 'train.json')
+    if os.path.exists(summary):
+        with open(summary) as f:
+            return json.load(f)
+    os.makedirs(out_dir, exist_ok=True)
+    cmd = ['train.py', CONFIG, *overrides, f'--out_dir={out_dir}', f'--threads={args.threads}', *args.train_args]
+    print(f"[{name}] python {' '.join(cmd)}", flush=True)
+    seconds = run(cmd, os.path.join(out_dir, 'train.out'), args.threads)
+    with open(os.path.join(out_dir, 'log.jsonl')) as f:
+        evals = [r for r in map(json.loads, f) if r.get('val_loss') is not None]
+    result = dict(command='python ' + ' '.join(cmd), seconds=round(seconds, 1), steps=evals[-1]['iter'],
+                  val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates'))
+    with open(summary, 'w') as f:
+        json.dump(result, f, indent=1)
+    print(f"[{name}] trained in {seconds / 60:.1f} min, answer loss {result['val_answer_loss']:.3f}", flush=True)
+    return result
+
+
+def evaluate(name, length, args):
+    out_dir = os.path.join(args.work, name)
+    path = os.path.join(out_dir, f'passkey_{length}.json')
+    if not os.path.exists(path):
+        trials = args.trials_1m if length == MILLION else args.trials
+        cmd = ['passkey.py', '--ckpt', os.path.join(out_dir, 'ckpt.pt'), '--len', str(length), '--trials',
+               str(trials), '--threads', str(args.threads), '--json', path]
+        print(f"[{name}] python {' '.join(cmd)}", flush=True)
+        run(cmd, os.path.join(out_dir, f'passkey_{length}.out'), args.threads)
+    with open(path) as f:
+        report = json.load(f)
+    cells = [{k: v for k, v in r.items() if k != 'rows'} for r in report['results']]
+    for cell in cells:
+        print(f"[{name}] {cell['len']:>9,} {cell['depth']:>6}: exact {100 * cell['exact']:5.1f}%  "
+              f"({cell['trials']} keys, {cell['seconds']:.0f} s)", flush=True)
+    return cells
+
+
+def git_commit():
+    try:
+        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
+
+
+def plot(results, path):
+    """Exact match against length, start and middle (the depths that need memory), one line per run."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib is not installed, so no plot was drawn (pip install matplotlib)", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, r in results.items():
+        for depth, style in (('start', '-o'), ('middle', '--s')):
+            cells = sorted((c['len'], 100 * c['exact']) for c in r['eval'] if c['depth'] == depth)
+            if cells:
+                ax.plot(*zip(*cells), style, label=f"{name}, key at {depth}")
+    ax.set_xscale('log', base=2)
+    ax.set(xlabel='prompt length (tokens)', ylabel='exact match, %', ylim=(-3, 103),
+           title=f'passkey retrieval, trained on {TRAIN_LEN}-token examples')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument('--work', default='out-recall', help='checkpoints and per-run evaluations (reused)')
+    p.add_argument('--only', default=None, help='comma-separated run names: ' + ', '.join(r[0] for r in RUNS))
+    p.add_argument('--trials', type=int, default=100, help='keys per length x depth')
+    p.add_argument('--trials_1m', type=int, default=100, help='keys per depth at 1M tokens')
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--json', default='results/recall_cpu.json')
+    p.add_argument('--plot', default='results/recall_cpu.png')
+    p.add_argument('train_args', nargs='*', help='extra --key=value overrides for train.py (e.g. --max_iters=300)')
+    args = p.parse_args(argv)
+    names = [r[0] for r in RUNS]
+    only = args.only.split(',') if args.only else names
+    unknown = set(only) - set(names)
+    if unknown:
+        raise SystemExit(f"error: unknown run(s) {sorted(unknown)}; choose from {', '.join(names)}")
+
+    results = {}
+    for name, overrides, lengths in RUNS:
+        if name not in only:
+            continue
+        trained = train(name, overrides, args)
+        cells = [cell for length in lengths for cell in evaluate(name, length, args)]
+        results[name] = {**trained, 'eval': cells}
+    report = dict(config=CONFIG, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
+                  machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                               load_at_end=os.getloadavg()), trials=args.trials, trials_1m=args.trials_1m,
+                  command='python scripts/recall_cpu.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
+                  runs=results)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w') as f:
+        json.dump(report, f, indent=1)
+    print(f"wrote {args.json}")
+    drawn = plot(results, args.plot)
+    if drawn:
+        print(f"wrote {drawn}")
+
+
+if __name__ == '__main__':
+    main()
