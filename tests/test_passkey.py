@@ -194,7 +194,7 @@ def test_missing_checkpoint(tmp_path):
 def test_corrupt_checkpoint(tmp_path):
     path = tmp_path / 'bad.pt'
     path.write_bytes(b'this is not a checkpoint' * 10)
-    assert 'could not read checkpoint' in run_error(['--ckpt', str(path), '--len', '300'])
+    assert run_error(['--ckpt', str(path), '--len', '300']) == f'error: not a checkpoint written by train.py, or damaged: {path}'
 
 
 def test_unknown_attention_kind_in_an_old_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 Each run is in-process through train.main(argv) (a subprocess only for torchrun); data is written to tmp_path."""
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -200,9 +201,20 @@ def test_save_checkpoint_is_atomic_and_loads_with_weights_only(tmp_path):
 def test_missing_or_corrupt_checkpoint_is_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(str(tmp_path / "nope.pt"))
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="could not read checkpoint"):
-        load_checkpoint(str(tmp_path / "junk.pt"))
+    save_checkpoint(str(tmp_path / "good.pt"), {"model": {"w": torch.ones(1000)}, "model_args": {}})
+    good = (tmp_path / "good.pt").read_bytes()
+    files = {"junk.pt": b"not a checkpoint", "random.pt": np.random.default_rng(0).bytes(4096), "empty.pt": b"",
+             "truncated.pt": good[:len(good) // 2], "pickle.pt": pickle.dumps({"model": {1, 2}, "model_args": {}}),
+             "no_model.pt": None}
+    torch.save({"weights": torch.ones(2)}, tmp_path / "no_model.pt")  # a tensor file, but not train.py's
+    for name, data in files.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        path = str(tmp_path / name)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(path)
+        # never torch's advice to load with weights_only=False (it would run whatever code the file holds)
+        assert str(e.value) == f"not a checkpoint written by train.py, or damaged: {path}", name
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(data_dir, tmp_path):
