@@ -181,6 +181,28 @@ def test_len_shorter_than_the_prompt_skeleton(tmp_path):
     assert 'shorter than the prompt without filler' in msg and '--len 245' in msg
 
 
+@pytest.mark.parametrize('lens', [['--len', '0'], ['--lens', '0,300']])
+def test_len_zero_is_refused_not_taken_as_the_default(tmp_path, lens):
+    msg = run_error(['--ckpt', save_tiny(tmp_path / 'c.pt'), *lens])
+    assert msg.startswith('error: --len 0 is shorter than the prompt without filler')
+
+
+def test_long_prompts_show_progress_and_stream_to_the_same_answer(tmp_path, capsys, monkeypatch):
+    ckpt = save_tiny(tmp_path / 'c.pt')
+    argv = ['--ckpt', ckpt, '--len', '2000', '--depth', 'middle', '--chunk', '64']
+    quiet = passkey.main(argv)
+    assert 'tok' not in capsys.readouterr().err
+    monkeypatch.setattr(passkey, 'PROGRESS_MIN_TOKENS', 1000)
+    shown = passkey.main(argv)
+    assert '2000 middle 1/1: 100%' in capsys.readouterr().err  # tqdm's bar over the prompt's tokens
+    assert [r['rows'] for r in shown] == [r['rows'] for r in quiet]
+    model = passkey.load(ckpt, 'cpu')[0]  # blocks of whole chunks: the same calls as one stream()
+    ids = torch.randint(0, 256, (40000,), generator=torch.Generator().manual_seed(0))
+    one, _ = stream(model, ids, 64)
+    blocks, _ = passkey.stream_prompt(model, ids, 64)
+    assert torch.equal(one, blocks)
+
+
 @pytest.mark.parametrize('depth', ['1.5', '-0.1', 'deep', 'nan'])
 def test_depth_outside_the_unit_interval(tmp_path, depth):
     msg = run_error(['--ckpt', save_tiny(tmp_path / 'c.pt'), '--len', '300', '--depth', depth])
