@@ -194,7 +194,7 @@ def test_long_prompts_show_progress_and_stream_to_the_same_answer(tmp_path, caps
     assert 'tok' not in capsys.readouterr().err
     monkeypatch.setattr(passkey, 'PROGRESS_MIN_TOKENS', 1000)
     shown = passkey.main(argv)
-    assert '2000 middle 1/1: 100%' in capsys.readouterr().err  # tqdm's bar over the prompt's tokens
+    assert '2000 middle 1/1:' in capsys.readouterr().err  # tqdm's bar over the prompt's tokens
     assert [r['rows'] for r in shown] == [r['rows'] for r in quiet]
     model = passkey.load(ckpt, 'cpu')[0]  # blocks of whole chunks: the same calls as one stream()
     ids = torch.randint(0, 256, (40000,), generator=torch.Generator().manual_seed(0))
