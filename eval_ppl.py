@@ -19,9 +19,10 @@ before it in its window (the first token of a window is context only). Reported:
 - loss by position in the window, in --buckets buckets: does later text get easier as the memory fills?
 
 Cost: every position of a window is scored, so every position goes through the LM head; with GPT-2's 50,257
-tokens and a small model that head and the cross-entropy are most of the time (measured on 2 shared CPU cores, the 4-layer
-n_embd-128 model, per 1024-token call: body 108 ms, LM head 623 ms, cross-entropy 245 ms; with byte tokens the
-whole call takes ~125 ms). Small models meant for a CPU use byte tokens (configs/tiny_pg19_*.py, docs/cpu.md).
+tokens and a small model that head and the cross-entropy are most of the time (measured on 2 shared CPU cores,
+the 4-layer n_embd-128 model, per 1024-token call: body 108 ms, LM head 623 ms, cross-entropy 245 ms; with byte
+tokens the whole call takes ~125 ms). Small models meant for a CPU use byte tokens (configs/tiny_pg19_*.py,
+docs/cpu.md).
 """
 
 import argparse
