@@ -192,7 +192,7 @@ def main(argv=None):
     what = f"windows of {args.len:,} tokens" if args.len else "whole books"
     if args.max_windows:
         what += f" (the first {args.max_windows} of each book)"
-    print(f"eval_ppl: {args.ckpt} (attn={config.attn}) on {args.data_dir} {args.split}, {what}, {len(books)} books"
+    print(f"eval_ppl: {args.ckpt} (attn={config.attn}) on {args.data_dir} {args.split}, {what}, {len(books)} book{plural(len(books))}"
           f"{f' ({skipped} shorter book{plural(skipped)} skipped)' if skipped else ''}, {chunk:,} tokens per call on "
           f"{describe_device(device)}")
     t0 = time.time()
@@ -211,7 +211,7 @@ def main(argv=None):
             print(f"{b['start']:>10,}-{b['end'] - 1:<11,} {b['tokens']:>12,} {b['loss']:8.4f} {b['ppl']:10.3f}")
     peak, kind = peak_memory(device)
     print(f"\noverall: loss {loss:.4f} nats/token, perplexity {np.exp(loss):.3f} over {total:,} tokens of "
-          f"{len(books)} books (token-weighted)")
+          f"{len(books)} book{plural(len(books))} (token-weighted)")
     print(f"{total / max(elapsed, 1e-9):,.0f} tok/s, {elapsed:.1f} s; peak memory {peak / 2**20:,.0f} MiB ({kind})")
     report = dict(ckpt=args.ckpt, model_args=ckpt.get('model_args'), data_dir=args.data_dir, split=args.split,
                   len=args.len, max_windows=args.max_windows, chunk=chunk, device=device, books_skipped=skipped,

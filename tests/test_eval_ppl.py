@@ -76,6 +76,9 @@ def test_max_windows_scores_the_first_windows_of_every_book(data_dir, tmp_path, 
     report = eval_ppl.main(['--ckpt', ckpt, '--data_dir', data_dir, '--len', '64', '--max_windows', '2'])
     assert [(b['book'], b['tokens']) for b in report['books']] == [(0, 128), (1, 64), (2, 128)]
     assert 'windows of 64 tokens (the first 2 of each book)' in capsys.readouterr().out
+    eval_ppl.main(['--ckpt', ckpt, '--data_dir', data_dir, '--len', '64', '--max_books', '1'])
+    out = capsys.readouterr().out
+    assert ', 1 book, ' in out and 'tokens of 1 book (token-weighted)' in out
     assert 'must be >= 0' in run_error(['--ckpt', ckpt, '--data_dir', data_dir, '--max_windows', '-1'])
 
 
