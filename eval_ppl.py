@@ -192,8 +192,9 @@ def main(argv=None):
     what = f"windows of {args.len:,} tokens" if args.len else "whole books"
     if args.max_windows:
         what += f" (the first {args.max_windows} of each book)"
-    print(f"eval_ppl: {args.ckpt} (attn={config.attn}) on {args.data_dir} {args.split}, {what}, {len(books)} book{plural(len(books))}"
-          f"{f' ({skipped} shorter book{plural(skipped)} skipped)' if skipped else ''}, {chunk:,} tokens per call on "
+    print(f"eval_ppl: {args.ckpt} (attn={config.attn}) on {args.data_dir} {args.split}, {what}, {len(books)} "
+          f"book{plural(len(books))}{f' ({skipped} shorter book{plural(skipped)} skipped)' if skipped else ''}, "
+          f"{chunk:,} tokens per call on "
           f"{describe_device(device)}")
     t0 = time.time()
     rows, sums, counts = evaluate(model, data, books, args.len, chunk, edges, autocast, max_windows=args.max_windows)

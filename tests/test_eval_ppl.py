@@ -78,7 +78,7 @@ def test_max_windows_scores_the_first_windows_of_every_book(data_dir, tmp_path, 
     assert 'windows of 64 tokens (the first 2 of each book)' in capsys.readouterr().out
     eval_ppl.main(['--ckpt', ckpt, '--data_dir', data_dir, '--len', '64', '--max_books', '1'])
     out = capsys.readouterr().out
-    assert ', 1 book, ' in out and 'tokens of 1 book (token-weighted)' in out
+    assert ', 1 book (1 shorter book skipped), ' in out and 'tokens of 1 book (token-weighted)' in out
     assert 'must be >= 0' in run_error(['--ckpt', ckpt, '--data_dir', data_dir, '--max_windows', '-1'])
 
 
