@@ -229,17 +229,20 @@ def resume_settings(cfg, ckpt, explicit, cmdline, ckpt_path):
     return f"resume {ckpt_path}: {'; '.join(parts)}" if parts else None
 
 
-def time_passes(model, x, autocast, threads, warmup, repeats):
-    """Mean seconds of a forward+backward pass of the windows x on `threads` threads (after `warmup` untimed)."""
+def time_passes(model, x, autocast, threads, passes, give_up=float('inf')):
+    """Seconds of each forward+backward pass of the windows x on `threads` threads, `passes` of them, stopping
+    after one that takes longer than give_up (that thread count has lost already)."""
     torch.set_num_threads(threads)
     seconds = []
-    for i in range(warmup + repeats):
+    for _ in range(passes):
         t0 = time.perf_counter()
         with autocast:
             model(x, x)[1].backward()
         seconds.append(time.perf_counter() - t0)
+        if seconds[-1] > give_up:
+            break
     model.zero_grad(set_to_none=True)
-    return sum(seconds[warmup:]) / repeats
+    return seconds
 
 
 def choose_threads(cfg, model, batch_size, seq_len, autocast, device_type, world):
@@ -258,13 +261,16 @@ def choose_threads(cfg, model, batch_size, seq_len, autocast, device_type, world
         return most, "torch's default"
     x = torch.randint(model.config.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
-        first = time_passes(model, x, autocast, 1, 0, 1)  # also the warm-up (allocations, first-call costs)
+        first = time_passes(model, x, autocast, 1, 1)[0]  # also the warm-up (allocations, first-call costs)
         repeats = 2 if first < 2.0 else 1  # a big model's pass is long enough to time once
-        one = time_passes(model, x, autocast, 1, 0, repeats)
-        many = time_passes(model, x, autocast, most, 1, repeats)
+        one = sum(time_passes(model, x, autocast, 1, repeats)) / repeats
+        # the first pass on `most` threads starts them (untimed); on a busy machine it can take 10x longer than
+        # one thread's, and then the rest is not worth waiting for
+        passes = time_passes(model, x, autocast, most, 1 + repeats, give_up=2 * one)
+        many = sum(passes[1:]) / (len(passes) - 1) if len(passes) > 1 else passes[0]
     best = most if many < 0.9 * one else 1
     torch.set_num_threads(best)
-    return best, f"auto: a step took {one:.2f} s on 1 thread, {many:.2f} s on {most}"
+    return best, f"auto: a forward+backward pass took {one:.2f} s on 1 thread, {many:.2f} s on {most}"
 
 
 # -----------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_threads_key_sets_torchs_threads_and_auto_is_measured_once_per_run(data_
     assert torch.get_num_threads() == 1 and "1 thread (threads=1)" in capsys.readouterr().out
     torch.set_num_threads(2)  # 'auto' chooses between 1 and torch's current count
     train.main(tiny(data_dir, tmp_path / "auto", "--max_iters=2"))
-    assert "(auto: a step took" in capsys.readouterr().out
+    assert "(auto: a forward+backward pass took" in capsys.readouterr().out
     measured = load_checkpoint(os.path.join(tmp_path, "auto", "ckpt.pt"))["config"]["threads"]
     assert measured in ("1", "2") and torch.get_num_threads() == int(measured)
 
@@ -162,6 +162,25 @@ def test_threads_key_sets_torchs_threads_and_auto_is_measured_once_per_run(data_
     for bad in ("-1", "many", "1.5"):
         with pytest.raises(SystemExit, match=r"^error: threads=.* use 'auto' \(or 0\)"):
             train.main(tiny(data_dir, tmp_path / "bad", f"--threads={bad}"))
+
+
+@pytest.mark.parametrize("pass_on_two, expected", [(0.5, 2), (0.95, 1), (30.0, 1)])
+def test_auto_threads_keeps_more_threads_only_when_clearly_faster(monkeypatch, pass_on_two, expected):
+    timed = []
+
+    def fake_time_passes(model, x, autocast, threads, passes, give_up=float("inf")):
+        seconds = [1.0 if threads == 1 else pass_on_two] * passes
+        if seconds[0] > give_up:  # a pass far slower than one thread's: the rest is skipped
+            seconds = seconds[:1]
+        timed.append((threads, len(seconds)))
+        return seconds
+
+    monkeypatch.setattr(train, "time_passes", fake_time_passes)
+    torch.set_num_threads(2)
+    model = train.GPT(train.GPTConfig(vocab_size=256, n_layer=1, n_head=2, n_embd=32, segment_len=16))
+    threads, how = train.choose_threads({"threads": "auto"}, model, 2, 32, train.nullcontext(), "cpu", 1)
+    assert threads == expected == torch.get_num_threads() and how.startswith("auto: ")
+    assert timed[-1] == (2, 1 if pass_on_two > 2 else 3)  # given up after the first pass on 2 threads
 
 
 def test_a_failed_start_leaves_no_empty_out_dir(tmp_path):
