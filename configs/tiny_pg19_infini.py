@@ -4,7 +4,7 @@
 # Infini-attention: Munkhdalai et al. 2024, arXiv:2404.07143. Byte tokens keep the vocabulary (and the LM head)
 # at 256: with GPT-2's 50,257 tokens the same model would be ~90% embedding and LM head.
 # Data: python data/pg19/prepare.py --input path/to/pg19-mini --out data/pg19_byte --tokenizer byte
-# Time: 600 steps, about 6-10 minutes on 2 CPU cores (docs/cpu.md).
+# Time: 600 steps, 5.8 CPU-minutes: about 6 minutes on 2 idle cores, 11 when other jobs load them (docs/cpu.md).
 out_dir = 'out-tiny-pg19-infini'
 data_dir = 'data/pg19_byte'
 eval_interval = 100

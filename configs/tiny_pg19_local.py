@@ -1,7 +1,7 @@
 # Tiny local-attention baseline on real books: tiny_pg19_infini.py without the memory (each 128-token segment sees
 # only itself), at equal size, data and steps. The "no memory" baseline of arXiv:2404.07143 at CPU scale.
 # Data: python data/pg19/prepare.py --input path/to/pg19-mini --out data/pg19_byte --tokenizer byte
-# Time: 600 steps, about 5-9 minutes on 2 CPU cores (docs/cpu.md).
+# Time: 600 steps, 5.1 CPU-minutes: about 5-6 minutes on 2 idle cores, 11 when other jobs load them (docs/cpu.md).
 out_dir = 'out-tiny-pg19-local'
 data_dir = 'data/pg19_byte'
 eval_interval = 100
