@@ -224,6 +224,8 @@ def resume_settings(cfg, ckpt, explicit, cmdline, ckpt_path):
         else:
             kept.append(f"{key}={value!r} (not {cfg[key]!r})")
             cfg[key] = value
+    if len(kept) > 8:  # e.g. resuming a config file's run without the file: one line still
+        kept = kept[:8] + [f"and {len(kept) - 8} more"]
     parts = ([f"kept the checkpoint's {', '.join(kept)}"] if kept else []) + \
         ([f"changed on the command line: {', '.join(changed)}"] if changed else [])
     return f"resume {ckpt_path}: {'; '.join(parts)}" if parts else None
