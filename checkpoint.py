@@ -10,6 +10,7 @@ Used by train.py (save, resume, fine-tune) and by passkey.py / sample.py / eval_
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict
 
 import torch
@@ -64,15 +65,23 @@ def save_checkpoint(path, obj):
 
 
 def load_checkpoint(path, device='cpu'):
-    """Read a checkpoint written by save_checkpoint; a missing or unreadable file is one CheckpointError line."""
+    """Read a checkpoint written by save_checkpoint; a missing, unreadable or damaged file is one CheckpointError
+    line. torch.load's own messages are not passed on: for a file that is not a zip of tensors (random bytes, a
+    pickle) it advises loading with weights_only=False, i.e. running whatever code the file holds, and for a
+    truncated one it prints a long internal miniz message."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} not found")
+    damaged = f"not a checkpoint written by train.py, or damaged: {path}"
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" from a file that is no checkpoint
+            warnings.simplefilter('ignore')
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+    except OSError as e:  # the file is there but cannot be read (permissions, I/O error)
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or first_line(e)}") from e
     except Exception as e:
-        raise CheckpointError(f"could not read checkpoint {path}: {first_line(e)}") from e
+        raise CheckpointError(damaged) from e
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
-        raise CheckpointError(f"{path} is not an infini-gpt checkpoint (no 'model' / 'model_args' in it)")
+        raise CheckpointError(damaged)
     return ckpt
 
 
@@ -105,7 +114,10 @@ def load_state_dict(model, ckpt, path):
 
 
 def load_model(path, device='cpu'):
-    """(model, ckpt) from a checkpoint, the model in eval mode on device: for passkey.py, sample.py, eval_ppl.py."""
+    """Returns a pair (model, ckpt): the GPT built from the checkpoint's model_args with its weights, in eval mode
+    on device, and the checkpoint dict itself (model_args, tokenizer, iter_num, config, ...). Used by passkey.py,
+    sample.py and eval_ppl.py:
+        model, ckpt = load_model('out-tiny-synthetic/ckpt.pt')"""
     ckpt = load_checkpoint(path, 'cpu')
     model = build_model(ckpt['model_args'], path)
     load_state_dict(model, ckpt, path)

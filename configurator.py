@@ -106,6 +106,8 @@ def coerce(key, value, default):
     if isinstance(default, str):
         if isinstance(value, str):
             return value
+        if default == 'auto' and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # `threads = 2` in a config file: keys that default to 'auto' also take a number
         raise wrong("a string")
     if isinstance(default, (tuple, list)):
         if isinstance(value, (tuple, list)):
@@ -153,6 +155,11 @@ def get_config(defaults, argv):
                     raise ConfigError(f"{path}: {e}")
                 explicit.add(key)
     return config, explicit
+
+
+def command_line_keys(argv):
+    """The keys set by --key=value in argv (not by a config file): on resume only these change the run."""
+    return {arg[2:].partition('=')[0] for arg in argv if arg.startswith('--')}
 
 
 def describe(defaults):

@@ -21,12 +21,16 @@ CORPORA = ("pg19", "arxiv_math", "synthetic")
 
 
 def prepare_command(data_dir):
-    """The command that writes data_dir, for error messages."""
+    """The command that writes data_dir, for error messages. A folder named <corpus>_byte (data/pg19_byte, as in
+    configs/tiny_pg19_*.py) holds that corpus in byte tokens."""
     name = os.path.basename(os.path.normpath(data_dir))
-    script = f"data/{name}/prepare.py" if name in CORPORA else "data/<pg19|arxiv_math|synthetic>/prepare.py"
-    if os.path.realpath(data_dir) == os.path.realpath(os.path.join(REPO_ROOT, "data", name)):
-        return f"python {script}"
-    return f"python {script} --out {data_dir}"
+    byte = name.endswith("_byte")
+    corpus = name[:-len("_byte")] if byte else name
+    script = f"data/{corpus}/prepare.py" if corpus in CORPORA else "data/<pg19|arxiv_math|synthetic>/prepare.py"
+    options = " --tokenizer byte" if byte else ""
+    if os.path.realpath(data_dir) == os.path.realpath(os.path.join(REPO_ROOT, "data", corpus)):
+        return f"python {script}{options}"
+    return f"python {script}{options} --out {data_dir}"
 
 
 class TokenData:

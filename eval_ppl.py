@@ -6,15 +6,23 @@ arXiv:2404.07143, Table 2) are produced here.
     python eval_ppl.py --ckpt out-pg19-infini/ckpt.pt --data_dir data/pg19 --split test --len 32768
     python eval_ppl.py --ckpt out-pg19-infini/ckpt.pt --data_dir data/pg19 --len 100K --json ppl.json
     python eval_ppl.py --ckpt out-tiny-synthetic/ckpt.pt --data_dir data/synthetic --len 0   # whole books
+    python eval_ppl.py --ckpt out-tiny-pg19-infini/ckpt.pt --data_dir data/pg19_byte --max_windows 4   # minutes
 
 Each book is cut into consecutive windows of --len tokens (--len 0: the whole book is one window; a book's
 tail shorter than --len is left out, and books shorter than --len are skipped, so that every scored token has
-the same kind of context). A window is streamed through the model --chunk tokens per call from an empty
+the same kind of context; --max_windows N scores only the first N windows of each book, a sample of every book
+in a fraction of the time). A window is streamed through the model --chunk tokens per call from an empty
 state, carrying memory/caches, and every token's loss is the cross-entropy of predicting it from all tokens
 before it in its window (the first token of a window is context only). Reported:
 - overall loss and perplexity, token-weighted over every scored token;
 - per book;
 - loss by position in the window, in --buckets buckets: does later text get easier as the memory fills?
+
+Cost: every position of a window is scored, so every position goes through the LM head; with GPT-2's 50,257
+tokens and a small model that head and the cross-entropy are most of the time (measured on 2 shared CPU cores,
+the 4-layer n_embd-128 model, per 1024-token call: body 108 ms, LM head 623 ms, cross-entropy 245 ms; with byte
+tokens the whole call takes ~125 ms). Small models meant for a CPU use byte tokens (configs/tiny_pg19_*.py,
+docs/cpu.md).
 """
 
 import argparse
@@ -75,15 +83,17 @@ def windows_of(n_tokens, length):
     return [(s, length + 1) for s in range(0, n_tokens - length, length)]
 
 
-def evaluate(model, data, books, length, chunk, edges, autocast=None, log=print):
-    """Stream every window of the given books; returns (per-book rows, loss sum and token count per bucket)."""
+def evaluate(model, data, books, length, chunk, edges, autocast=None, log=print, max_windows=0):
+    """Stream every window (the first max_windows, if > 0) of the given books; returns (per-book rows, loss sum
+    and token count per bucket)."""
     n_buckets = len(edges) - 1
     sums, counts = np.zeros(n_buckets), np.zeros(n_buckets, dtype=np.int64)
     rows = []
     for i in books:
         tokens = data.book(i)
         book_sum, book_n = 0.0, 0
-        for start, n in windows_of(len(tokens), length):
+        windows = windows_of(len(tokens), length)
+        for start, n in windows[:max_windows] if max_windows else windows:
             losses = window_losses(model, tokens[start:start + n], chunk, autocast)
             bucket = np.searchsorted(edges, np.arange(len(losses)), side='right') - 1
             sums += np.bincount(bucket, weights=losses, minlength=n_buckets)
@@ -117,6 +127,10 @@ def choose_books(data, length, max_books):
     return [int(i) for i in chosen], data.num_books - len(long_enough)
 
 
+def plural(n):
+    return '' if n == 1 else 's'
+
+
 def plot_curve(buckets, path, title):
     try:
         import matplotlib
@@ -147,12 +161,16 @@ def main(argv=None):
     p.add_argument('--len', type=parse_size, default=32768,
                    help='tokens per window (e.g. 32768, 100K); 0 = whole books')
     p.add_argument('--max_books', type=int, default=0, help='evaluate only the first N books (0: all)')
+    p.add_argument('--max_windows', type=int, default=0,
+                   help='score only the first N windows of each book (0: all); a quick sample of every book')
     p.add_argument('--buckets', default='8', help='loss-by-position buckets: a count, or start positions 0,2K,8K')
     p.add_argument('--json', default=None, help='write the summary, every book and every bucket here')
     p.add_argument('--plot', default=None, help='loss-by-position PNG (needs matplotlib)')
     args = p.parse_args(argv)
     if args.max_books < 0:
         raise SystemExit(f"error: --max_books {args.max_books} must be >= 0 (0: all books)")
+    if args.max_windows < 0:
+        raise SystemExit(f"error: --max_windows {args.max_windows} must be >= 0 (0: every window of each book)")
     buckets = parse_buckets(args.buckets)
 
     from dataset import TokenData
@@ -172,11 +190,14 @@ def main(argv=None):
     chunk = plan_chunk(config, window, args.chunk or logits_chunk(config, device), device, dtype_bytes)
 
     what = f"windows of {args.len:,} tokens" if args.len else "whole books"
-    print(f"eval_ppl: {args.ckpt} (attn={config.attn}) on {args.data_dir} {args.split}, {what}, {len(books)} books"
-          f"{f' ({skipped} shorter books skipped)' if skipped else ''}, {chunk:,} tokens per call on "
+    if args.max_windows:
+        what += f" (the first {args.max_windows} of each book)"
+    print(f"eval_ppl: {args.ckpt} (attn={config.attn}) on {args.data_dir} {args.split}, {what}, {len(books)} "
+          f"book{plural(len(books))}{f' ({skipped} shorter book{plural(skipped)} skipped)' if skipped else ''}, "
+          f"{chunk:,} tokens per call on "
           f"{describe_device(device)}")
     t0 = time.time()
-    rows, sums, counts = evaluate(model, data, books, args.len, chunk, edges, autocast)
+    rows, sums, counts = evaluate(model, data, books, args.len, chunk, edges, autocast, max_windows=args.max_windows)
     elapsed = time.time() - t0
     total = int(counts.sum())
     loss = float(sums.sum() / total)
@@ -191,10 +212,10 @@ def main(argv=None):
             print(f"{b['start']:>10,}-{b['end'] - 1:<11,} {b['tokens']:>12,} {b['loss']:8.4f} {b['ppl']:10.3f}")
     peak, kind = peak_memory(device)
     print(f"\noverall: loss {loss:.4f} nats/token, perplexity {np.exp(loss):.3f} over {total:,} tokens of "
-          f"{len(books)} books (token-weighted)")
+          f"{len(books)} book{plural(len(books))} (token-weighted)")
     print(f"{total / max(elapsed, 1e-9):,.0f} tok/s, {elapsed:.1f} s; peak memory {peak / 2**20:,.0f} MiB ({kind})")
     report = dict(ckpt=args.ckpt, model_args=ckpt.get('model_args'), data_dir=args.data_dir, split=args.split,
-                  len=args.len, chunk=chunk, device=device, books_skipped=skipped,
+                  len=args.len, max_windows=args.max_windows, chunk=chunk, device=device, books_skipped=skipped,
                   overall=dict(loss=loss, ppl=float(np.exp(loss)), tokens=total, books=len(books)),
                   books=rows, buckets=buckets, seconds=elapsed, tokens_per_s=total / max(elapsed, 1e-9),
                   peak_memory_bytes=peak, peak_memory_kind=kind)

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sample import (add_common_args, autocast_for, default_chunk, describe_device, generate, load, parse_size,
                     peak_memory, pick_device, plan_chunk, set_threads, stream)
@@ -51,6 +52,7 @@ QUESTION = " What is the pass key? The pass key is"
 ANSWER = " {key}"
 DEPTHS = {'start': 0.0, 'middle': 0.5, 'end': 1.0}
 MAX_KEY = 50000  # Landmark's test draws the key from 1..50000
+PROGRESS_MIN_TOKENS = 65536  # prompts this long show a progress bar (a CPU streams ~10-20K tokens/s)
 
 
 # -----------------------------------------------------------------------------
@@ -145,11 +147,28 @@ def leading_number(text):
     return int(m.group(1)) if m else None
 
 
-def run_trials(model, tokenizer, prompts, chunk, autocast=None):
+def stream_prompt(model, ids, chunk, autocast=None, desc=''):
+    """stream(ids) with a progress bar for long prompts: a 1M-token prompt takes minutes on a CPU. The prompts
+    (B, n) go through stream() in blocks of whole chunks, carrying the state, so the model sees the same calls as
+    in one stream() call (same results)."""
+    n = ids.size(-1)
+    block = chunk * max(1, 16384 // chunk)
+    with tqdm(total=n * len(ids), desc=desc, unit='tok', unit_scale=True, leave=False,
+              disable=n < PROGRESS_MIN_TOKENS) as bar:
+        state = None
+        for start in range(0, n, block):
+            last = start + block >= n
+            logits, state = stream(model, ids[:, start:start + block], chunk, state, last_logits=int(last),
+                                   autocast=autocast)
+            bar.update(min(block, n - start) * len(ids))
+    return logits, state
+
+
+def run_trials(model, tokenizer, prompts, chunk, autocast=None, desc=''):
     """Stream a batch of prompts of one length (and answers of one length) side by side; per prompt, the exact
     match of the greedy answer and the teacher-forced token accuracy."""
     ids = torch.from_numpy(np.stack([p.ids for p in prompts]))
-    logits, state = stream(model, ids, chunk, last_logits=1, autocast=autocast)
+    logits, state = stream_prompt(model, ids, chunk, autocast, desc)
     after_prompt = logits[:, -1, :tokenizer.vocab_size]
     answers = torch.tensor([p.answer for p in prompts])
     # Teacher forcing: feed the answer's tokens but the last after the prompt; the prompt's last logits predict
@@ -217,7 +236,9 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
             rows, tokens, t0 = [None] * trials, 0, time.time()
             for group in batches_of_equal_length(pieces, length, fraction, keys, batch):
                 prompts = [prompt for _, prompt in group]
-                for (i, prompt), row in zip(group, run_trials(model, tokenizer, prompts, chunk, autocast)):
+                done = sum(row is not None for row in rows)
+                desc = f"{size_name(length)} {name} keys {done + 1}-{done + len(group)}/{trials}"
+                for (i, prompt), row in zip(group, run_trials(model, tokenizer, prompts, chunk, autocast, desc)):
                     local_from = last_segment_start(model.config, len(prompt.ids))
                     row['key_in_last_segment'] = local_from is None or prompt.key_last >= local_from
                     rows[i] = row
@@ -368,7 +389,8 @@ def main(argv=None):
     if args.len is not None and args.lens is not None:
         raise SystemExit("error: give --len or --lens, not both")
     try:
-        lengths = [parse_size(s) for s in args.lens.split(',') if s.strip()] if args.lens else [args.len or 32768]
+        lengths = [parse_size(s) for s in args.lens.split(',') if s.strip()] if args.lens else \
+            [32768 if args.len is None else args.len]  # --len 0 is refused below, not taken as the default
     except argparse.ArgumentTypeError as e:
         raise SystemExit(f"error: --lens: {e}")
     depths = [check_depth(d.strip()) for d in args.depth.split(',') if d.strip()]

@@ -6,10 +6,13 @@ Train a long-context GPT (Infini-attention, LongNet dilated attention, or the lo
     python train.py configs/pg19_infini.py            # the paper's PG19 setup, one GPU
     torchrun --standalone --nproc_per_node=8 train.py configs/pg19_infini.py     # DDP, one node
     python train.py configs/pg19_infini.py --init_from=resume                     # continue where it stopped
+    python train.py --threads=1                       # CPU threads (default 'auto': measured in the first seconds)
 
 A training window is `seq_len` tokens drawn inside one book (dataset.TokenData.sample_batch); the model
 processes it as seq_len/segment_len segments and the loss backpropagates through all of them.
 Config: a file in configs/ (plain assignments) then --key=value overrides; `python train.py --help` lists keys.
+--init_from=resume continues with the checkpoint's own training settings (max_iters, the lr schedule, batch, ...);
+only --key=value overrides on the command line change them, and a line at the start names those that do.
 Writes out_dir/ckpt.pt (atomically), out_dir/log.jsonl, out_dir/log.csv and out_dir/loss.png.
 """
 
@@ -33,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from checkpoint import CheckpointError, build_model, load_checkpoint, load_state_dict, save_checkpoint
-from configurator import ConfigError, describe, get_config
+from configurator import ConfigError, command_line_keys, describe, get_config
 from model import GPT, GPTConfig
 from parallel import init_sequence_parallel, make_sequence_parallel, sequence_parallel_loss, shard_sequence
 
@@ -90,6 +93,7 @@ DEFAULTS = dict(
     backend='auto',              # DDP backend: 'auto' (nccl with cuda, gloo on cpu) | 'nccl' | 'gloo'
     seq_parallel=1,              # ranks that split each window (parallel.py; torchrun --nproc_per_node a multiple of it)
     peak_flops=989e12,           # per-device peak for MFU; H100 SXM bf16 dense
+    threads='auto',              # CPU threads for torch: 'auto' (or 0): timed on this machine at start-up | a number
     seed=1337,
 )
 # Any other GPTConfig field (e.g. dilated_segments, rope_base) is a config key too, with the model's default.
@@ -97,6 +101,9 @@ for _f in fields(GPTConfig):
     if _f.name not in DEFAULTS and _f.name != 'vocab_size' and _f.default is not MISSING:
         DEFAULTS[_f.name] = _f.default
 MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != 'vocab_size']
+# Keys that describe this machine and this invocation, not the run: on resume they come from the command line and
+# config file as given; every other key comes from the checkpoint unless overridden on the command line.
+MACHINE_KEYS = ('init_from', 'out_dir', 'device', 'dtype', 'compile', 'backend', 'peak_flops')
 
 
 # -----------------------------------------------------------------------------
@@ -127,6 +134,7 @@ def check_config(cfg):
     for key in ('learning_rate', 'gate_lr'):
         if not cfg[key] > 0:
             raise ConfigError(f"{key}={cfg[key]} must be positive")
+    thread_count(cfg['threads'])
     try:  # the model's own checks (e.g. n_embd divisible by n_head), before any data is read or made
         GPTConfig(**{k: cfg[k] for k in MODEL_KEYS})
     except ValueError as e:
@@ -170,14 +178,109 @@ def prepare_synthetic_if_needed(data_dir, seq_len, master, ddp):
         dist.barrier()  # the other processes wait until the files exist
 
 
+def thread_count(value):
+    """The `threads` key as a number: 0 for 'auto' (or 0), else the count asked for."""
+    text = str(value).strip().lower()
+    if text == 'auto' or (text.isdigit() and int(text) >= 0):
+        return 0 if text == 'auto' else int(text)
+    raise ConfigError(f"threads={value!r}: use 'auto' (or 0) to measure, or a number of CPU threads like 1 or 2")
+
+
 def check_out_dir(out_dir):
+    """Make out_dir if needed and check that it is writable. Returns the folders it made (deepest last), so that
+    a run that fails before writing anything can remove them again (remove_if_empty)."""
+    made, d = [], os.path.abspath(out_dir)
+    while not os.path.exists(d) and os.path.dirname(d) != d:
+        made.insert(0, d)
+        d = os.path.dirname(d)
     try:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, '.write_test'), 'w') as f:
             f.write('ok')
         os.remove(os.path.join(out_dir, '.write_test'))
     except OSError as e:
+        remove_if_empty(made)
         raise ConfigError(f"cannot write to out_dir={out_dir!r} ({e.strerror or e}); choose another with --out_dir=...")
+    return made
+
+
+def remove_if_empty(made):
+    """Remove the folders check_out_dir made, deepest first, as long as they are still empty."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)  # fails, and keeps the folder, unless it is empty
+        except OSError:
+            return
+
+
+def resume_settings(cfg, ckpt, explicit, cmdline, ckpt_path):
+    """--init_from=resume: the checkpoint's training settings (max_iters, the lr schedule, batch, ...) replace
+    the defaults and the config file's, so that a resumed run continues the run that was stopped; --key=value on
+    the command line still overrides. Returns one line naming what differs, or None. The architecture is the
+    checkpoint's (init_model refuses a config that sets another); machine keys (device, compile, ...) are this
+    invocation's. explicit: the keys a config file or the command line set; cmdline: those of the command line."""
+    cfg.update({k: v for k, v in ckpt['model_args'].items() if k in MODEL_KEYS and k not in explicit})
+    saved, changed, kept = ckpt.get('config') or {}, [], []
+    for key, value in saved.items():
+        if key not in cfg or key in MODEL_KEYS or key in MACHINE_KEYS or cfg[key] == value:
+            continue
+        if key == 'threads' and key not in cmdline and thread_count(cfg[key]) == 0:
+            cfg[key] = value  # the count the run measured: the same sums in the same order, bit for bit
+            continue
+        if key in cmdline:
+            changed.append(f"{key} {value!r} -> {cfg[key]!r}")
+        else:
+            kept.append(f"{key}={value!r} (not {cfg[key]!r})")
+            cfg[key] = value
+    if len(kept) > 8:  # e.g. resuming a config file's run without the file: one line still
+        kept = kept[:8] + [f"and {len(kept) - 8} more"]
+    parts = ([f"kept the checkpoint's {', '.join(kept)}"] if kept else []) + \
+        ([f"changed on the command line: {', '.join(changed)}"] if changed else [])
+    return f"resume {ckpt_path}: {'; '.join(parts)}" if parts else None
+
+
+def time_passes(model, x, autocast, threads, passes, give_up=float('inf')):
+    """Seconds of each forward+backward pass of the windows x on `threads` threads, `passes` of them, stopping
+    after one that takes longer than give_up (that thread count has lost already)."""
+    torch.set_num_threads(threads)
+    seconds = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        with autocast:
+            model(x, x)[1].backward()
+        seconds.append(time.perf_counter() - t0)
+        if seconds[-1] > give_up:
+            break
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def choose_threads(cfg, model, batch_size, seq_len, autocast, device_type, world):
+    """Set torch's CPU threads from the `threads` key; returns (count, how it was chosen).
+    'auto' times a forward+backward pass of this model on 1 thread and on torch's default (all cores, or what
+    OMP_NUM_THREADS / torch.set_num_threads allow) and keeps the default only if it is clearly (10%) faster.
+    Neither is right everywhere: a tiny model on idle cores gains from a second thread, but when other jobs hold
+    the cores torch's threads wait on each other and a step can take 10x longer (docs/cpu.md). The passes run on
+    fixed random tokens with the random state set aside and the gradients dropped: training is unchanged."""
+    asked = thread_count(cfg['threads'])
+    if asked:
+        torch.set_num_threads(asked)
+        return asked, f"threads={asked}"
+    most = torch.get_num_threads()
+    if device_type != 'cpu' or world > 1 or most == 1:  # GPUs; torchrun sets OMP_NUM_THREADS=1 per process
+        return most, "torch's default"
+    x = torch.randint(model.config.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
+        first = time_passes(model, x, autocast, 1, 1)[0]  # also the warm-up (allocations, first-call costs)
+        repeats = 2 if first < 2.0 else 1  # a big model's pass is long enough to time once
+        one = sum(time_passes(model, x, autocast, 1, repeats)) / repeats
+        # the first pass on `most` threads starts them (untimed); on a busy machine it can take 10x longer than
+        # one thread's, and then the rest is not worth waiting for
+        passes = time_passes(model, x, autocast, most, 1 + repeats, give_up=2 * one)
+        many = sum(passes[1:]) / (len(passes) - 1) if len(passes) > 1 else passes[0]
+    best = most if many < 0.9 * one else 1
+    torch.set_num_threads(best)
+    return best, f"auto: a forward+backward pass took {one:.2f} s on 1 thread, {many:.2f} s on {most}"
 
 
 # -----------------------------------------------------------------------------
@@ -491,19 +594,30 @@ def main(argv=None):
     if '-h' in argv or '--help' in argv:
         print(describe(DEFAULTS))
         return None
+    made, finished = [], False  # made: the out_dir folders this run created, removed again if it fails empty
     try:
-        return train(argv)
+        result = train(argv, made)
+        finished = True
+        return result
     except (ConfigError, CheckpointError) as e:
         raise SystemExit(f"error: {e}")
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         raise SystemExit("interrupted: quit without saving (the checkpoint already in out_dir, if any, is intact)")
     finally:
+        if not finished:  # e.g. missing data: leave no empty out_dir behind
+            remove_if_empty(made)
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def train(argv):
+def train(argv, made_dirs):
     cfg, explicit = get_config(DEFAULTS, argv)
+    check_config(cfg)
+    out_dir = cfg['out_dir']
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    ckpt, ckpt_source = load_init_checkpoint(cfg, ckpt_path)
+    resumed = resume_settings(cfg, ckpt, explicit, command_line_keys(argv), ckpt_path) \
+        if cfg['init_from'] == 'resume' else None
     check_config(cfg)
 
     ddp, rank, local_rank, world, device = setup_processes(cfg)
@@ -531,13 +645,10 @@ def train(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    out_dir = cfg['out_dir']
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if master:
-        check_out_dir(out_dir)
+        made_dirs.extend(check_out_dir(out_dir))
 
     # data and model ---------------------------------------------------------------
-    ckpt, ckpt_source = load_init_checkpoint(cfg, ckpt_path)
     train_data, val_data = load_data(cfg, ckpt, master, ddp)
     tokenizer = train_data.meta['tokenizer']
     data_gen = torch.Generator().manual_seed(cfg['seed'] + dp_rank)  # all training-window randomness
@@ -548,6 +659,9 @@ def train(argv):
             make_sequence_parallel(raw_model, sp_group, cfg['seq_len'])
         except ValueError as e:
             raise ConfigError(str(e))
+    threads, how = choose_threads(cfg, raw_model, cfg['batch_size'], cfg['seq_len'], autocast, device_type, world)
+    if device_type == 'cpu' and world == 1:
+        cfg['threads'] = str(threads)  # saved in the checkpoint: a resumed run sums in the same order (bit for bit)
     model_config = asdict(raw_model.config)
     cfg.update({k: v for k, v in model_config.items() if k in cfg})  # what is trained (a checkpoint's, on resume)
     check_config(cfg)
@@ -565,6 +679,8 @@ def train(argv):
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
     if master:
+        if resumed:
+            print(resumed)
         n_seg = f" = {cfg['seq_len'] // cfg['segment_len']} segments of {cfg['segment_len']}" \
             if model_config['attn'] in ('local', 'infini') else ''
         n_layer = model_config['n_layer']
@@ -575,7 +691,8 @@ def train(argv):
         print(f"data: {source} ({tokenizer} tokenizer) | window: seq_len "
               f"{cfg['seq_len']}{n_seg} | {tokens_per_iter:,} tokens/step ({cfg['batch_size']} x {gas} micro-steps "
               f"x {world} process{'es' if world > 1 else ''}{f', {sp} per window' if sp > 1 else ''})")
-        print(f"device: {device} ({dtype}{', compiled' if cfg['compile'] else ''}) | out_dir: {out_dir}")
+        cpu = f", {threads} thread{'s' if threads > 1 else ''} ({how})" if device_type == 'cpu' else ''
+        print(f"device: {device} ({dtype}{', compiled' if cfg['compile'] else ''}{cpu}) | out_dir: {out_dir}")
 
     # the training loop ------------------------------------------------------------
     log = Log(out_dir, iter_num) if master else None
@@ -663,9 +780,10 @@ def train(argv):
             if stop_signum and stop.signum is None:
                 stop.signum = signal.SIGTERM  # another process was asked to stop
             if not math.isfinite(lossf):
+                again = ", resuming from it with --init_from=resume --learning_rate=N" if last_saved else ""
                 raise SystemExit(f"error: training loss is {lossf} at step {iter_num} (lr {lr:.3g}); stopping "
-                                 f"without saving. Last good checkpoint: {last_good()}. Try a lower learning_rate "
-                                 f"or resume from it with --init_from=resume.")
+                                 f"without saving. Last good checkpoint: {last_good()}. Try a lower learning_rate"
+                                 f"{again}.")
             if cfg['grad_clip'] > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
             optimizer.step()

@@ -54,6 +54,17 @@ def test_overrides_are_typed_by_the_default():
                         "dilated_rates", "dilated_segments", "out_dir"}
 
 
+def test_threads_takes_auto_or_a_number_from_a_file_or_the_command_line(tmp_path):
+    path = tmp_path / "c.py"
+    path.write_text("threads = 2\n")
+    assert get_config(DEFAULTS, [str(path)])[0]["threads"] == "2"
+    assert get_config(DEFAULTS, ["--threads=auto"])[0]["threads"] == "auto"
+    for value in ("auto", "0", "2"):
+        check_config({**DEFAULTS, "threads": value})
+    with pytest.raises(ConfigError, match=r"threads='-1': use 'auto' \(or 0\)"):
+        check_config({**DEFAULTS, "threads": "-1"})
+
+
 def test_later_arguments_win(tmp_path):
     path = tmp_path / "c.py"
     path.write_text("batch_size = 3\nseq_len = 256\n")

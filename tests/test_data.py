@@ -193,3 +193,6 @@ def test_missing_data_names_the_prepare_command(tmp_path):
         TokenData(str(tmp_path / "pg19"), "train")
     with pytest.raises(SystemExit, match=r"python data/synthetic/prepare\.py`"):
         TokenData(os.path.join(REPO, "data", "synthetic"), "no_such_split")
+    # the byte-token folder of configs/tiny_pg19_*.py
+    with pytest.raises(SystemExit, match=r"`python data/pg19/prepare\.py --tokenizer byte --out .*pg19_byte`"):
+        TokenData(str(tmp_path / "pg19_byte"), "train")

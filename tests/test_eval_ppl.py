@@ -67,7 +67,19 @@ def test_fixed_length_report_is_consistent(data_dir, tmp_path, capsys):
     assert [(b['start'], b['end'], b['tokens']) for b in report['buckets']] == [(0, 16, 128), (16, 32, 128),
                                                                                  (32, 48, 128), (48, 64, 128)]
     assert report['overall']['ppl'] == pytest.approx(np.exp(report['overall']['loss']))
-    assert 'loss by position' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'loss by position' in out and '3 books (1 shorter book skipped)' in out  # not "1 shorter books"
+
+
+def test_max_windows_scores_the_first_windows_of_every_book(data_dir, tmp_path, capsys):
+    ckpt = save_tiny(tmp_path / 'ckpt.pt')
+    report = eval_ppl.main(['--ckpt', ckpt, '--data_dir', data_dir, '--len', '64', '--max_windows', '2'])
+    assert [(b['book'], b['tokens']) for b in report['books']] == [(0, 128), (1, 64), (2, 128)]
+    assert 'windows of 64 tokens (the first 2 of each book)' in capsys.readouterr().out
+    eval_ppl.main(['--ckpt', ckpt, '--data_dir', data_dir, '--len', '64', '--max_books', '1'])
+    out = capsys.readouterr().out
+    assert ', 1 book (1 shorter book skipped), ' in out and 'tokens of 1 book (token-weighted)' in out
+    assert 'must be >= 0' in run_error(['--ckpt', ckpt, '--data_dir', data_dir, '--max_windows', '-1'])
 
 
 def test_whole_books_and_max_books(data_dir, tmp_path):

@@ -181,6 +181,28 @@ def test_len_shorter_than_the_prompt_skeleton(tmp_path):
     assert 'shorter than the prompt without filler' in msg and '--len 245' in msg
 
 
+@pytest.mark.parametrize('lens', [['--len', '0'], ['--lens', '0,300']])
+def test_len_zero_is_refused_not_taken_as_the_default(tmp_path, lens):
+    msg = run_error(['--ckpt', save_tiny(tmp_path / 'c.pt'), *lens])
+    assert msg.startswith('error: --len 0 is shorter than the prompt without filler')
+
+
+def test_long_prompts_show_progress_and_stream_to_the_same_answer(tmp_path, capsys, monkeypatch):
+    ckpt = save_tiny(tmp_path / 'c.pt')
+    argv = ['--ckpt', ckpt, '--len', '2000', '--depth', 'middle', '--chunk', '64']
+    quiet = passkey.main(argv)
+    assert 'tok' not in capsys.readouterr().err
+    monkeypatch.setattr(passkey, 'PROGRESS_MIN_TOKENS', 1000)
+    shown = passkey.main(argv)
+    assert '2000 middle keys 1-1/1:' in capsys.readouterr().err  # tqdm's bar over the prompt's tokens
+    assert [r['rows'] for r in shown] == [r['rows'] for r in quiet]
+    model = passkey.load(ckpt, 'cpu')[0]  # blocks of whole chunks: the same calls as one stream()
+    ids = torch.randint(0, 256, (40000,), generator=torch.Generator().manual_seed(0))
+    one, _ = stream(model, ids, 64)
+    blocks, _ = passkey.stream_prompt(model, ids[None], 64)
+    assert torch.equal(one, blocks[0])
+
+
 @pytest.mark.parametrize('depth', ['1.5', '-0.1', 'deep', 'nan'])
 def test_depth_outside_the_unit_interval(tmp_path, depth):
     msg = run_error(['--ckpt', save_tiny(tmp_path / 'c.pt'), '--len', '300', '--depth', depth])
@@ -194,7 +216,7 @@ def test_missing_checkpoint(tmp_path):
 def test_corrupt_checkpoint(tmp_path):
     path = tmp_path / 'bad.pt'
     path.write_bytes(b'this is not a checkpoint' * 10)
-    assert 'could not read checkpoint' in run_error(['--ckpt', str(path), '--len', '300'])
+    assert run_error(['--ckpt', str(path), '--len', '300']) == f'error: not a checkpoint written by train.py, or damaged: {path}'
 
 
 def test_unknown_attention_kind_in_an_old_checkpoint(tmp_path):

@@ -73,4 +73,4 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert 'not found' in run_error(['--ckpt', str(tmp_path / 'missing.pt')])
     bad = tmp_path / 'bad.pt'
     bad.write_bytes(b'\x00garbage' * 100)
-    assert 'could not read checkpoint' in run_error(['--ckpt', str(bad)])
+    assert run_error(['--ckpt', str(bad)]) == f'error: not a checkpoint written by train.py, or damaged: {bad}'

@@ -3,10 +3,11 @@ PG19 (Rae et al. 2019, "Compressive Transformers for Long-Range Sequence Modelli
 Project Gutenberg books published before 1919, one document per book, split by book into train/validation/test.
 
     python data/pg19/prepare.py                                # download from DeepMind's public GCS bucket (~11 GB)
-    python data/pg19/prepare.py --input /work/shared/data/pg19-mini --out /tmp/pg19mini   # offline: a local folder
+    python data/pg19/prepare.py --input path/to/pg19-mini --out data/pg19_byte --tokenizer byte   # a local folder
 
 Downloads go to <out>/raw/{train,validation,test}/<id>.txt (files already there are kept, so a rerun resumes),
-then the books are tokenized with GPT-2 BPE into <out>/<split>.bin, <split>_books.npy and meta.json.
+then the books are tokenized (GPT-2 BPE, or UTF-8 bytes with --tokenizer byte: the tiny CPU configs use those)
+into <out>/<split>.bin, <split>_books.npy and meta.json.
 """
 import os
 import sys
