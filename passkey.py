@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from sample import (add_common_args, autocast_for, default_chunk, describe_device, generate, load, parse_size,
@@ -276,8 +277,9 @@ def finetune_example(pieces, seq_len, generator):
 def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answer'):
     """(x, y) int64 (batch_size, seq_len): passkey examples of seq_len tokens, y = x shifted by one and -1
     everywhere but on the answer's tokens, so the loss (ignore_index=-1) is the answer's alone.
-    loss='all': (x, y, answer), y every next token and `answer` a bool mask of the answer's targets, for a loss
-    on every token plus the answer's own mean (train.py's passkey_loss='all').
+    loss='all': (x, y, answer), y every next token and `answer` a bool mask of the answer's targets and of the
+    token after it (where the number ends: without it, a model trained on mostly 5-digit keys gave 4-digit keys a
+    fifth digit), for a loss on every token plus the answer's own mean (train.py's passkey_loss='all').
     All randomness (keys, depths) comes from the torch.Generator, as dataset.TokenData.sample_batch."""
     pieces = Pieces(tokenizer)
     shortest = pieces.skeleton() + len(pieces.answer(MAX_KEY)) + 8  # + 8: keys whose digits take more tokens
@@ -293,7 +295,7 @@ def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answe
         x[b], y[b] = tokens[:-1], tokens[1:]
         answer[b, start - 1:start - 1 + n] = True  # position t predicts token t + 1
     if loss == 'all':
-        return x, y, answer
+        return x, y, answer | F.pad(answer[:, :-1], (1, 0))  # the answer and the token that ends it
     return x, y.masked_fill(~answer, -1)
 
 

@@ -1,10 +1,10 @@
 """
 Does the memory remember? Passkey retrieval by tiny models trained on 2 CPU cores.
 
-Trains configs/recall_infini.py (2 layers, n_embd 64, byte tokens, generated passkey examples of 512 tokens = 16
-segments of 32) once per attention kind -- only the attention differs -- then evaluates every checkpoint with
-passkey.py (the same streaming path as any user) at 1x, 8x and 64x the training length and at 1,048,576 tokens,
-keys at the start, middle and end of the filler:
+Trains each run in two stages -- configs/recall_infini.py (2 layers, n_embd 64, byte tokens, generated passkey
+examples of 288 tokens = 9 segments of 32), then configs/recall_infini_long.py (the same model fine-tuned on 2304-token
+examples, 72 segments) -- once per attention kind; only the attention differs. Then evaluates every checkpoint with
+passkey.py (the same streaming path as any user) at 1x, 8x and 64x the training length and at 1,048,576 tokens:
 
     python scripts/recall_cpu.py                         # every run below; results/recall_cpu.json and .png
     python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall
@@ -23,16 +23,16 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-CONFIG = 'configs/recall_infini.py'
-TRAIN_LEN = 512
+STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py')
+TRAIN_LEN = 2304
 MILLION = 1 << 20
-# name, overrides of CONFIG, evaluation lengths. local and full see the same data; full attention is the ceiling at
-# the training length (its cost grows with the square of the length), local the floor (it cannot see the key).
+# name, overrides of both stages, evaluation lengths. local and full see the same data; full attention is the ceiling
+# at the training length (its cost grows with the square of the length), local the floor (it cannot see the key).
 RUNS = [
     ('infini_linear', [], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
     ('infini_delta', ['--mem_update=delta'], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
-    ('local', ['--attn=local'], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN]),
-    ('full', ['--attn=full'], [TRAIN_LEN, 8 * TRAIN_LEN]),
+    ('local', ['--attn=local'], [TRAIN_LEN, 8 * TRAIN_LEN]),
+    ('full', ['--attn=full'], [TRAIN_LEN]),
 ]
 
 
@@ -50,34 +50,43 @@ def run(cmd, log_path, threads):
 
 
 def train(name, overrides, args):
+    """Both stages, the second from the first's checkpoint; returns what each took and ended with."""
     out_dir = os.path.join(args.work, name)
     summary = os.path.join(out_dir, 'train.json')
     if os.path.exists(summary):
         with open(summary) as f:
             return json.load(f)
-    os.makedirs(out_dir, exist_ok=True)
-    cmd = ['train.py', CONFIG, *overrides, f'--out_dir={out_dir}', f'--threads={args.threads}', *args.train_args]
-    print(f"[{name}] python {' '.join(cmd)}", flush=True)
-    seconds = run(cmd, os.path.join(out_dir, 'train.out'), args.threads)
-    with open(os.path.join(out_dir, 'log.jsonl')) as f:
-        evals = [r for r in map(json.loads, f) if r.get('val_loss') is not None]
-    result = dict(command='python ' + ' '.join(cmd), seconds=round(seconds, 1), steps=evals[-1]['iter'],
-                  val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates'))
+    stages, init = [], []
+    for i, config in enumerate(STAGES):
+        stage_dir = os.path.join(out_dir, f'stage{i + 1}')
+        os.makedirs(stage_dir, exist_ok=True)
+        cmd = ['train.py', config, *overrides, *init, f'--out_dir={stage_dir}', f'--threads={args.threads}',
+               *args.train_args]
+        print(f"[{name}] python {' '.join(cmd)}", flush=True)
+        seconds = run(cmd, os.path.join(stage_dir, 'train.out'), args.threads)
+        with open(os.path.join(stage_dir, 'log.jsonl')) as f:
+            evals = [r for r in map(json.loads, f) if r.get('val_loss') is not None]
+        stages.append(dict(command='python ' + ' '.join(cmd), seconds=round(seconds, 1), steps=evals[-1]['iter'],
+                           val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates')))
+        print(f"[{name}] stage {i + 1}: {seconds / 60:.1f} min, answer loss {evals[-1]['val_loss']:.4f}", flush=True)
+        init = [f"--init_from={os.path.join(stage_dir, 'ckpt.pt')}"]
+    result = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2),
+                  ckpt=os.path.join(out_dir, 'stage2', 'ckpt.pt'))
     with open(summary, 'w') as f:
         json.dump(result, f, indent=1)
-    print(f"[{name}] trained in {seconds / 60:.1f} min, answer loss {result['val_answer_loss']:.3f}", flush=True)
     return result
 
 
-def evaluate(name, length, args):
-    out_dir = os.path.join(args.work, name)
-    path = os.path.join(out_dir, f'passkey_{length}.json')
+def evaluate(name, ckpt, length, args):
+    path = os.path.join(args.work, name, f'passkey_{length}.json')
     if not os.path.exists(path):
-        trials = args.trials_1m if length == MILLION else args.trials
-        cmd = ['passkey.py', '--ckpt', os.path.join(out_dir, 'ckpt.pt'), '--len', str(length), '--trials',
-               str(trials), '--threads', str(args.threads), '--json', path]
+        trials, depths = args.trials, 'start,middle,end'
+        if length > 8 * TRAIN_LEN:  # the long ones: fewer keys; at 1M only the depths that need memory
+            trials, depths = (args.trials_1m, 'start,middle') if length == MILLION else (args.trials_64x, depths)
+        cmd = ['passkey.py', '--ckpt', ckpt, '--len', str(length), '--trials', str(trials), '--depth', depths,
+               '--chunk', '4096', '--threads', str(args.threads), '--json', path]
         print(f"[{name}] python {' '.join(cmd)}", flush=True)
-        run(cmd, os.path.join(out_dir, f'passkey_{length}.out'), args.threads)
+        run(cmd, path.replace('.json', '.out'), args.threads)
     with open(path) as f:
         report = json.load(f)
     cells = [{k: v for k, v in r.items() if k != 'rows'} for r in report['results']]
@@ -121,16 +130,17 @@ def plot(results, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                epilog='Any other --key=value is passed to train.py (e.g. --max_iters=300).')
     p.add_argument('--work', default='out-recall', help='checkpoints and per-run evaluations (reused)')
     p.add_argument('--only', default=None, help='comma-separated run names: ' + ', '.join(r[0] for r in RUNS))
-    p.add_argument('--trials', type=int, default=100, help='keys per length x depth')
-    p.add_argument('--trials_1m', type=int, default=100, help='keys per depth at 1M tokens')
-    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--trials', type=int, default=100, help='keys per depth at 1x and 8x the training length')
+    p.add_argument('--trials_64x', type=int, default=20, help='keys per depth at 64x the training length')
+    p.add_argument('--trials_1m', type=int, default=10, help='keys per depth (start, middle) at 1M tokens')
+    p.add_argument('--threads', type=int, default=1)
     p.add_argument('--json', default='results/recall_cpu.json')
     p.add_argument('--plot', default='results/recall_cpu.png')
-    p.add_argument('train_args', nargs='*', help='extra --key=value overrides for train.py (e.g. --max_iters=300)')
-    args = p.parse_args(argv)
+    args, args.train_args = p.parse_known_args(argv)  # the rest: --key=value overrides for train.py
     names = [r[0] for r in RUNS]
     only = args.only.split(',') if args.only else names
     unknown = set(only) - set(names)
@@ -142,11 +152,11 @@ def main(argv=None):
         if name not in only:
             continue
         trained = train(name, overrides, args)
-        cells = [cell for length in lengths for cell in evaluate(name, length, args)]
+        cells = [cell for length in lengths for cell in evaluate(name, trained['ckpt'], length, args)]
         results[name] = {**trained, 'eval': cells}
-    report = dict(config=CONFIG, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
+    report = dict(configs=STAGES, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                               load_at_end=os.getloadavg()), trials=args.trials, trials_1m=args.trials_1m,
+                               load_at_end=os.getloadavg()), trials=args.trials, trials_64x=args.trials_64x, trials_1m=args.trials_1m,
                   command='python scripts/recall_cpu.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
                   runs=results)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -295,4 +295,7 @@ def test_loss_all_batch_marks_the_answer_and_targets_every_token():
     x, y = passkey.sample_finetune_batch(tok, 3, 512, torch.Generator().manual_seed(0))
     x2, y2, answer = passkey.sample_finetune_batch(tok, 3, 512, torch.Generator().manual_seed(0), loss='all')
     assert torch.equal(x, x2) and (y2[:, :-1] == x2[:, 1:]).all()
-    assert torch.equal(y2.masked_fill(~answer, -1), y)  # the answer mask is exactly where 'answer' scores
+    ends = answer & ~torch.nn.functional.pad(answer[:, 1:], (0, 1))  # the last marked target of each row
+    assert torch.equal(y2.masked_fill(~(answer & ~ends), -1), y)  # the answer, as loss='answer' scores it...
+    tok_after = tok.decode(y2[ends].tolist())
+    assert set(tok_after) == {' '}  # ...and the token that ends the number
