@@ -26,7 +26,6 @@ docs/cpu.md).
 """
 
 import argparse
-import json
 import sys
 import time
 from contextlib import nullcontext
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from sample import (add_common_args, autocast_for, default_chunk, describe_device, load, parse_size, peak_memory,
-                    pick_device, plan_chunk, set_threads, stream_unit)
+                    pick_device, plan_chunk, save_report, set_threads, stream_unit)
 
 
 def parse_buckets(spec):
@@ -219,14 +218,8 @@ def main(argv=None):
                   overall=dict(loss=loss, ppl=float(np.exp(loss)), tokens=total, books=len(books)),
                   books=rows, buckets=buckets, seconds=elapsed, tokens_per_s=total / max(elapsed, 1e-9),
                   peak_memory_bytes=peak, peak_memory_kind=kind)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
-    if args.plot:
-        drawn = plot_curve(buckets, args.plot, f"{config.attn}: loss by position, {args.data_dir} {args.split}")
-        if drawn:
-            print(f"wrote {drawn}")
+    save_report(report, args.json, args.plot,
+                lambda path: plot_curve(buckets, path, f"{config.attn}: loss by position, {args.data_dir} {args.split}"))
     return report
 
 

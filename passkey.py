@@ -30,7 +30,6 @@ and PasskeyData below, used by configs/passkey_finetune.py.
 """
 
 import argparse
-import json
 import random
 import re
 import sys
@@ -42,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sample import (add_common_args, autocast_for, default_chunk, describe_device, generate, load, parse_size,
-                    peak_memory, pick_device, plan_chunk, set_threads, stream)
+from sample import (add_common_args, autocast_for, default_chunk, describe_device, load, parse_size,
+                    peak_memory, pick_device, plan_chunk, save_report, set_threads, stream)
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
@@ -433,23 +432,17 @@ def main(argv=None):
     results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast, batch=batch)
     elapsed = time.time() - t0
     print_table(results, config.attn)
+    print(f"chance: a random key of 1-5 digits is guessed {100 / MAX_KEY:.3f}% of the time; local attention of the same "
+          f"size cannot see a key outside the question's segment (the 'key in last segment' column) and stays there")
     peak, what = peak_memory(device)
     tokens = sum(r['tokens_per_s'] * r['seconds'] for r in results)
     print(f"\n{tokens:,.0f} tokens in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tok/s); peak memory "
           f"{peak / 2**20:,.0f} MiB ({what})")
 
-    if args.json:
-        report = dict(ckpt=args.ckpt, model_args=ckpt.get('model_args'), tokenizer=tokenizer.name,
-                      trials=args.trials, seed=args.seed, chunk=chunk, device=device, seconds=elapsed,
-                      tokens_per_s=tokens / max(elapsed, 1e-9), peak_memory_bytes=peak, peak_memory_kind=what,
-                      results=results)
-        with open(args.json, 'w') as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
-    if args.plot:
-        drawn = plot_heatmap(results, args.plot, f"passkey, attn={config.attn}")
-        if drawn:
-            print(f"wrote {drawn}")
+    report = dict(ckpt=args.ckpt, model_args=ckpt.get('model_args'), tokenizer=tokenizer.name, trials=args.trials,
+                  seed=args.seed, chunk=chunk, device=device, seconds=elapsed, tokens_per_s=tokens / max(elapsed, 1e-9),
+                  peak_memory_bytes=peak, peak_memory_kind=what, results=results)
+    save_report(report, args.json, args.plot, lambda path: plot_heatmap(results, path, f"passkey, attn={config.attn}"))
     return results
 
 

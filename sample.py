@@ -14,6 +14,7 @@ The helpers here (load, stream, generate, ...) are also used by passkey.py and e
 """
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -244,6 +245,17 @@ def generate(model, logits, state, max_new_tokens, vocab_size, temperature=1.0, 
             logits, state = stream(model, torch.tensor(tokens[-1:], device=device), 1, state, 1, autocast)
             logits = logits[-1]
     return tokens, drawn_from
+
+
+def save_report(report, json_path, plot_path, draw):
+    """--json and --plot of passkey.py and eval_ppl.py: the report as JSON; draw(plot_path) returns the path it
+    wrote, or None (no matplotlib)."""
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {json_path}")
+    if plot_path and draw(plot_path):
+        print(f"wrote {plot_path}")
 
 
 # -----------------------------------------------------------------------------
