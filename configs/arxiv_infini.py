@@ -6,6 +6,7 @@
 # Cost (estimated from FLOPs at ~35% MFU, not measured): ~1 s/step on 8 H100s (~1.5 h), ~8 s/step on one.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/arxiv_infini.py
 out_dir = 'out-arxiv-infini'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/arxiv_math'
 eval_interval = 250
 eval_iters = 16
@@ -24,6 +25,7 @@ dropout = 0.0
 attn = 'infini'
 segment_len = 2048
 mem_update = 'linear'
+gate_init = (0.0,)         # every head starts as an even mix of memory and local attention
 
 learning_rate = 6e-4
 max_iters = 5000           # ~10B tokens; our choice of budget, not the paper's

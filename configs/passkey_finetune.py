@@ -12,6 +12,7 @@
 out_dir = 'out-passkey-ft'
 init_from = 'out-tiny-synthetic/ckpt.pt'   # a pretrained checkpoint (weights only; a fresh optimizer)
 dataset = 'passkey'
+passkey_loss = 'answer'    # the paper's: the loss on the answer's tokens only
 eval_interval = 100
 eval_iters = 4             # batches of generated examples, the same ones at every eval (a fixed seed)
 always_save_checkpoint = True

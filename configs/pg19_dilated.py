@@ -11,6 +11,7 @@
 # activations per layer (estimate), so this may need fewer tokens per window (--seq_len=16384) to fit 80 GB.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_dilated.py
 out_dir = 'out-pg19-dilated'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19'
 eval_interval = 250
 eval_iters = 16

@@ -7,6 +7,7 @@
 # Cost (estimated from FLOPs at ~35% MFU, not measured): ~1.3 s/step on 8 H100s, ~10 s/step on one.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_full.py
 out_dir = 'out-pg19-full'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19'
 eval_interval = 250
 eval_iters = 16

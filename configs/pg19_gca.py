@@ -14,6 +14,7 @@
 # query copy and an output of that size (~1 GB): an 80 GB GPU. No store is kept in training (one window per call).
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_gca.py
 out_dir = 'out-pg19-gca'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19'
 eval_interval = 250
 eval_iters = 16

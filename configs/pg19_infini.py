@@ -15,6 +15,7 @@
 # and 32768 tokens in bf16: roughly 50-60 GB (activations of all 16 segments plus fp32 logits), so an 80 GB GPU.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_infini.py
 out_dir = 'out-pg19-infini'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19'
 eval_interval = 250
 eval_iters = 16
@@ -33,6 +34,7 @@ dropout = 0.0
 attn = 'infini'
 segment_len = 2048
 mem_update = 'linear'
+gate_init = (0.0,)         # every head starts as an even mix of memory and local attention
 
 learning_rate = 6e-4
 max_iters = 10000          # ~21B tokens, several epochs of PG19; our choice of budget, not the paper's

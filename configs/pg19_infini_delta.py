@@ -6,6 +6,7 @@
 # ~1 s/step on 8 H100s, ~8 s/step on one; an 80 GB GPU at batch_size 1.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_infini_delta.py
 out_dir = 'out-pg19-infini-delta'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19'
 eval_interval = 250
 eval_iters = 16
@@ -24,6 +25,7 @@ dropout = 0.0
 attn = 'infini'
 segment_len = 2048
 mem_update = 'delta'
+gate_init = (0.0,)         # every head starts as an even mix of memory and local attention
 
 learning_rate = 6e-4
 max_iters = 10000          # ~21B tokens, several epochs of PG19; our choice of budget, not the paper's

@@ -5,6 +5,7 @@
 # Cost (estimated, not measured): slightly less than pg19_infini.py: ~1 s/step on 8 H100s, ~7 s/step on one.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_local.py
 out_dir = 'out-pg19-local'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19'
 eval_interval = 250
 eval_iters = 16

@@ -16,7 +16,7 @@ seq_len = 2304
 gradient_accumulation_steps = 1
 
 learning_rate = 3e-3
-max_iters = 300
+max_iters = 500
 weight_decay = 0.1
 grad_clip = 1.0
 gate_lr = 1e-3

@@ -3,6 +3,7 @@
 # (AdamW at 6e-4, 1000 warmup steps, cosine decay; read that file for why not Adafactor). The driver adds per run
 # attn, segment_len 2048, seq_len 32768 and the rest. Meant for the real PG19 and proof-pile (data/pg19,
 # data/arxiv_math); the budget (~21B tokens per run) is ours, not the paper's, and far beyond one GPU.
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 n_layer = 12
 n_head = 8
 n_embd = 1024
@@ -28,3 +29,4 @@ device = 'auto'
 dtype = 'auto'
 compile = True
 seed = 1337
+gate_init = (0.0,)         # infini heads start as an even mix of memory and local attention

@@ -9,6 +9,7 @@
 # checkpoint (0.5 GB with AdamW's moments) still saves in a second, so a run can stop and resume inside an
 # 8-minute slice. The cost is FLOP-cheap: ~0.29 GFLOP per token, ~1.2 H100-minutes per 100M tokens at
 # 400 TFLOP/s (an estimate, not measured).
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 n_layer = 6
 n_head = 8
 n_embd = 512
@@ -36,3 +37,4 @@ device = 'auto'
 dtype = 'auto'             # bf16 autocast on the GPU
 compile = False            # every resumed slice would compile again; eager keeps a slice's time for training
 seed = 1337
+gate_init = (0.0,)         # infini heads start as an even mix of memory and local attention

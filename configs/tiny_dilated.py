@@ -3,6 +3,7 @@
 # dilation rates r = 1, 2, 4. Same size and budget as tiny_infini.py (4 layers, n_embd 128).
 # Time: about 2 minutes on 2 idle CPU cores (more when other jobs share them).
 out_dir = 'out-tiny-dilated'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/synthetic'
 eval_interval = 50
 eval_iters = 8

@@ -5,6 +5,7 @@
 # Scaled down from the paper's window 512, chunk 64, top-8, half the layers lower.
 # Time: 3.7 minutes measured on a busy 2-core machine (OMP_NUM_THREADS=1; two threads were slower there).
 out_dir = 'out-tiny-gca'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/synthetic'
 eval_interval = 50
 eval_iters = 8

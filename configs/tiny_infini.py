@@ -3,6 +3,7 @@
 # Infini-attention: Munkhdalai et al. 2024, arXiv:2404.07143 (local attention in 128-token segments + memory).
 # Time: about 1.5 minutes on 2 idle CPU cores (more when other jobs share them).
 out_dir = 'out-tiny-infini'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/synthetic'
 eval_interval = 50
 eval_iters = 8
@@ -19,6 +20,7 @@ dropout = 0.0
 attn = 'infini'
 segment_len = 128
 mem_update = 'linear'
+gate_init = (0.0,)         # every head starts as an even mix of memory and local attention
 
 learning_rate = 2e-3       # tiny models take large steps
 max_iters = 300

@@ -2,6 +2,7 @@
 # see each other (the "no memory" baseline of arXiv:2404.07143 at toy scale). 4 layers, n_embd 128.
 # Time: about 1.2 minutes on 2 idle CPU cores (more when other jobs share them).
 out_dir = 'out-tiny-local'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/synthetic'
 eval_interval = 50
 eval_iters = 8

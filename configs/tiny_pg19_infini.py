@@ -6,6 +6,7 @@
 # Data: python data/pg19/prepare.py --input path/to/pg19-mini --out data/pg19_byte --tokenizer byte
 # Time: 600 steps, 5.8 CPU-minutes: about 6 minutes on 2 idle cores, 11 when other jobs load them (docs/cpu.md).
 out_dir = 'out-tiny-pg19-infini'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19_byte'
 eval_interval = 100
 eval_iters = 8
@@ -22,6 +23,7 @@ dropout = 0.0
 attn = 'infini'
 segment_len = 128
 mem_update = 'linear'
+gate_init = (0.0,)         # every head starts as an even mix of memory and local attention
 
 learning_rate = 2e-3       # tiny models take large steps
 max_iters = 600

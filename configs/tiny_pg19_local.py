@@ -3,6 +3,7 @@
 # Data: python data/pg19/prepare.py --input path/to/pg19-mini --out data/pg19_byte --tokenizer byte
 # Time: 600 steps, 5.1 CPU-minutes: about 5-6 minutes on 2 idle cores, 11 when other jobs load them (docs/cpu.md).
 out_dir = 'out-tiny-pg19-local'
+dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19_byte'
 eval_interval = 100
 eval_iters = 8

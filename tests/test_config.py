@@ -26,8 +26,8 @@ def test_missing_config_names_the_closest_one():
         resolve_config_path("config/tiny_synthetc.py")
 
 
-def test_embedded_default_equals_configs_tiny_synthetic():
-    config, _ = get_config(DEFAULTS, ["tiny_synthetic"])
+def test_embedded_default_equals_configs_quickstart():
+    config, _ = get_config(DEFAULTS, ["quickstart"])
     assert config == DEFAULTS
 
 

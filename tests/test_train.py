@@ -44,7 +44,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny(data_dir, out_dir, *extra):
-    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--n_layer=2", "--n_head=2", "--n_embd=32",
+    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--dataset=tokens", "--n_layer=2", "--n_head=2", "--n_embd=32",
             "--segment_len=16", "--seq_len=64", "--batch_size=4", "--max_iters=20", "--eval_interval=10",
             "--eval_iters=2", "--warmup_iters=2", "--learning_rate=3e-3", "--min_lr=3e-4", *extra]
 
@@ -136,7 +136,7 @@ def test_resume_keeps_the_checkpoints_training_settings_unless_overridden(data_d
     out = capsys.readouterr().out
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")  # exact: the same schedule and batches
     line = next(line for line in out.splitlines() if line.startswith("resume "))
-    assert "kept the checkpoint's" in line and "max_iters=10 (not 300)" in line and "changed" not in line
+    assert "kept the checkpoint's" in line and "max_iters=10 (not 1000)" in line and "changed" not in line
     train.main(bare + ["--max_iters=12", "--eval_interval=4"])
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("resume "))
     assert line.endswith("; changed on the command line: max_iters 10 -> 12")
