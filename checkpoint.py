@@ -117,7 +117,7 @@ def load_model(path, device='cpu'):
     """Returns a pair (model, ckpt): the GPT built from the checkpoint's model_args with its weights, in eval mode
     on device, and the checkpoint dict itself (model_args, tokenizer, iter_num, config, ...). Used by passkey.py,
     sample.py and eval_ppl.py:
-        model, ckpt = load_model('out-tiny-synthetic/ckpt.pt')"""
+        model, ckpt = load_model('out-quickstart/ckpt.pt')"""
     ckpt = load_checkpoint(path, 'cpu')
     model = build_model(ckpt['model_args'], path)
     load_state_dict(model, ckpt, path)

@@ -68,8 +68,7 @@ class GPTConfig:
         elif self.n_head >= 1 and (self.n_embd // self.n_head) % 2 != 0:
             yield f"head size n_embd/n_head={self.n_embd // self.n_head} must be even for rotary embeddings"
         if len(self.gate_init) == 0 or self.n_head % len(self.gate_init):
-            yield (f"gate_init {self.gate_init} must hold one value, or one per head of a group that n_head="
-                   f"{self.n_head} is a multiple of (e.g. (3.0, -3.0): half the heads start on memory)")
+            yield f"gate_init {self.gate_init}: n_head={self.n_head} must be a multiple of its length (β per head, repeated)"
         if self.mem_update not in ('linear', 'delta'):
             yield f"mem_update={self.mem_update!r} must be 'linear' or 'delta'"
         if not 0.0 <= self.dropout < 1.0:
@@ -274,8 +273,7 @@ class InfiniAttention(AttentionBase):
 
     def __init__(self, config):
         super().__init__(config)
-        # β per head; 0 = an even mix of memory and local. Starting some heads on memory (β > 0) and the others on
-        # local attention (β < 0) lets each kind of head learn its job from the first step (tried in docs/recall.md).
+        # β per head, eq. 6; some heads may start on memory (β > 0), others on local attention (β < 0): docs/recall.md
         beta = config.gate_init * (config.n_head // len(config.gate_init))
         self.gate = nn.Parameter(torch.tensor(beta, dtype=torch.get_default_dtype()))
 

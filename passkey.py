@@ -10,7 +10,7 @@ The task of Mohtashami & Jaggi, "Landmark Attention: Random-Access Infinite Cont
     go. There and back again. (... repeated ...) The pass key is 9054. Remember it. 9054 is the pass key.
     The grass is green. (... repeated ...) What is the pass key? The pass key is
 
-    python passkey.py --ckpt out-tiny-synthetic/ckpt.pt --len 1M                 # start, middle and end
+    python passkey.py --ckpt out-quickstart/ckpt.pt --len 1M                 # start, middle and end
     python passkey.py --ckpt out-pg19-infini/ckpt.pt --lens 32K,128K,256K,512K,1M --trials 10 --json pk.json
 
 Two scores per length x depth (both over --trials random keys 1..50000, as Landmark's test):

@@ -1,7 +1,7 @@
 """
 Sample from a trained model, as nanoGPT's sample.py, for models whose prompt may be far longer than one call.
 
-    python sample.py --ckpt out-tiny-synthetic/ckpt.pt --start "The pass key is" --max_new_tokens 100
+    python sample.py --ckpt out-quickstart/ckpt.pt --start "The pass key is" --max_new_tokens 100
     python sample.py --ckpt out-pg19-infini/ckpt.pt --start FILE:book.txt --num_samples 3 --top_k 50
 
 The prompt is streamed through the model `--chunk` tokens per call, carrying model.py's state (Infini memory,

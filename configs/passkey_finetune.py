@@ -10,7 +10,7 @@
 # seq_len must be a multiple of the checkpoint's segment_len: 5120 = 40 x 128 (tiny) or 5 x 1024; a model with
 # 2048-token segments takes 6144 (3 segments), the nearest to the paper's 5K.
 out_dir = 'out-passkey-ft'
-init_from = 'out-tiny-synthetic/ckpt.pt'   # a pretrained checkpoint (weights only; a fresh optimizer)
+init_from = 'out-quickstart/ckpt.pt'   # a pretrained checkpoint (weights only; a fresh optimizer)
 dataset = 'passkey'
 passkey_loss = 'answer'    # the paper's: the loss on the answer's tokens only
 eval_interval = 100

@@ -2,12 +2,12 @@
 Peak memory and wall time of passkey.py against --len: memory must stay flat (the prompt is streamed through a
 fixed-size state), and on a CPU a tiny checkpoint must finish --len 1048576 (start, middle, end) in <= 5 minutes.
 
-    python scripts/bench_passkey_memory.py                                   # out-tiny-synthetic/ckpt.pt
+    python scripts/bench_passkey_memory.py                                   # out-quickstart/ckpt.pt
     python scripts/bench_passkey_memory.py --ckpt out-tiny-infini/ckpt.pt --lens 8K,64K,1M --json bench_pk.json
 
 Each length runs `python passkey.py --ckpt CKPT --len L` as its own process, and its peak resident set size is
 read from the kernel (os.wait4's ru_maxrss for that child alone), so one length's peak cannot hide another's.
-Without a checkpoint (none given and out-tiny-synthetic/ckpt.pt missing) a random-weights model of the same
+Without a checkpoint (none given and out-quickstart/ckpt.pt missing) a random-weights model of the same
 shape is used: fine for memory and time, meaningless for accuracy.
 """
 
@@ -20,7 +20,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-DEFAULT_CKPT = os.path.join(REPO, 'out-tiny-synthetic', 'ckpt.pt')
+DEFAULT_CKPT = os.path.join(REPO, 'out-quickstart', 'ckpt.pt')
 FLAT = 1.2        # peak RSS at the longest length over the shortest must stay within 20%
 BUDGET_S = 300.0  # the 1M-token run on a CPU
 
