@@ -1,9 +1,9 @@
 """
 Speed and memory of the attention kinds and of the models built from them (nanoGPT's bench.py, grown up).
 
-    python bench.py --json bench.json             # the issue's sizes: one GPU (CUDA, bf16 autocast)
+    python bench.py --json bench.json             # the target sizes: one GPU (CUDA, bf16 autocast)
     python bench.py --sizes small --device cpu    # the same sections, CPU-sized (float32)
-    python bench.py --only cpu_table              # tiny model of each kind at T = 4K and 16K: the README's CPU table
+    python bench.py --only cpu_table              # tiny model of each kind at T = 4K and 16K (docs/performance.md)
     python bench.py --only model --compile --configs pg19_local,pg19_infini
 
 Sections (--only, comma-separated; default layer,model,passkey):
@@ -17,8 +17,9 @@ Sections (--only, comma-separated; default layer,model,passkey):
   cpu_table fwd+bwd of a tiny model of each kind at T = 4K and 16K, repeats interleaved across kinds so that the
             ratios hold on a shared, noisy CPU; wall-clock and process CPU time (the steadier one there).
             On a shared machine pass --threads 1: a 2-thread OpenMP team on 2 busy cores runs up to 50x slower.
-At --sizes full the issue's targets are checked and printed as PASS/FAIL (at small sizes: the same checks on the
-scaled-down sizes, for information only). Timing: warm-up, then the median of repeats (CUDA events on a GPU).
+At --sizes full the targets (docs/performance.md) are checked and printed as PASS/FAIL (at small sizes: the same
+checks on the scaled-down sizes, for information only). Timing: warm-up, then the median of repeats (CUDA events
+on a GPU).
 Peak memory: torch.cuda.max_memory_allocated on a GPU (everything live, inputs and weights included); on a CPU the
 growth of the resident set size over one call, sampled every millisecond (inputs and weights not counted).
 """
@@ -54,7 +55,7 @@ LAYER_KINDS = {
     'full': dict(attn='full'),
 }
 PG19_CONFIGS = ('pg19_local', 'pg19_infini', 'pg19_infini_delta', 'pg19_dilated', 'pg19_full')
-# What a pg19 config would hold if configs/<name>.py is not there (yet): the issue's shape.
+# What a pg19 config would hold if configs/<name>.py is not there (yet): the target shape.
 PG19_FALLBACK = dict(n_layer=12, n_head=8, n_embd=1024, seq_len=32 * K, batch_size=1, segment_len=2048,
                      gate_lr=0.01, learning_rate=6e-4, weight_decay=0.1, beta1=0.9, beta2=0.95)
 PG19_KIND = {'pg19_local': dict(attn='local'), 'pg19_infini': dict(attn='infini', mem_update='linear'),
@@ -82,7 +83,7 @@ SIZES = {
 QUICK = dict(fwdbwd=(1 * K, 2 * K), fwd=(1 * K, 4 * K), target_n=dict(fwdbwd=2 * K, fwd=4 * K),
              passkey=dict(tokens=8 * K, chunk=1 * K))
 
-# The tiny model of the CPU table (README): byte-level vocabulary, 4 layers of 128, segments of 512.
+# The tiny model of the CPU table (docs/performance.md): byte-level vocabulary, 4 layers of 128, segments of 512.
 CPU_TABLE_MODEL = dict(vocab_size=256, n_layer=4, n_head=4, n_embd=128, segment_len=512,
                        dilated_segments=(512, 1024, 2048, 4096), dilated_rates=(1, 2, 4, 8))
 CPU_TABLE_KINDS = ('full', 'local', 'infini', 'infini_delta', 'dilated')
@@ -231,13 +232,13 @@ def layer_flops(cfg, N):
 # Config files: train.py's defaults, then configs/<name>.py parsed (never executed)
 
 def read_run_config(name):
-    """(config dict, source) of configs/<name>.py as train.py would run it, or the issue's shape if the file
+    """(config dict, source) of configs/<name>.py as train.py would run it, or the target shape if the file
     is missing. Model fields are GPTConfig's; seq_len, batch_size and the AdamW settings are train.py's keys."""
     from configurator import read_config_file
     from train import DEFAULTS
     path = os.path.join(REPO, 'configs', name + '.py')
     if not os.path.isfile(path):
-        return {**DEFAULTS, **PG19_FALLBACK, **PG19_KIND.get(name, {})}, f"configs/{name}.py missing: the issue's shape"
+        return {**DEFAULTS, **PG19_FALLBACK, **PG19_KIND.get(name, {})}, f"configs/{name}.py missing: the target shape"
     return {**DEFAULTS, **read_config_file(path)}, f"configs/{name}.py"
 
 
@@ -463,7 +464,7 @@ def run_passkey(args, sizes, device, report):
 
 
 # ----------------------------------------------------------------------------------------------
-# Section: the README's CPU table (tiny model of each kind, fwd+bwd, ratios to local)
+# Section: the CPU table of docs/performance.md (tiny model of each kind, fwd+bwd, ratios to local)
 
 def run_cpu_table(args, device, report):
     Ts = (1 * K, 2 * K) if args.quick else (4 * K, 16 * K)
@@ -523,7 +524,7 @@ def cpu_table_markdown(rows):
 
 
 # ----------------------------------------------------------------------------------------------
-# Targets of the issue (checked on the GPU run; at small sizes on the scaled-down sizes, for information)
+# The targets (docs/performance.md; checked on the GPU run; at small sizes on the scaled-down sizes, for information)
 
 def layer_row(report, kind, mode, N):
     return next((r for r in report.get('layer', []) if (r['kind'], r['mode'], r['N']) == (kind, mode, N)), None)
@@ -619,7 +620,7 @@ def get_args(argv):
     p.add_argument('--model', default=None,
                    help="benchmark this model.py instead of the repo's (e.g. a proposed change)")
     p.add_argument('--sizes', choices=('full', 'small'), default=None,
-                   help="full: the issue's sizes (GPU); small: CPU-sized. Default: full on cuda, small on cpu")
+                   help="full: the target sizes (GPU); small: CPU-sized. Default: full on cuda, small on cpu")
     p.add_argument('--only', type=parse_list(('layer', 'model', 'passkey', 'cpu_table')),
                    default=['layer', 'model', 'passkey'], help='sections, comma-separated')
     p.add_argument('--json', default=None, help='write the results here (rewritten after every row)')

@@ -6,8 +6,8 @@
 # Why this size: pg19-mini has 23.4M training tokens and math-mini 14.2M, so ~100M tokens per run is already
 # ~4.5 epochs (Muennighoff et al. 2023, arXiv:2305.16264: up to ~4 epochs of repeated data are worth almost as
 # much as fresh data, beyond that less and less). A model much larger than this would be starved of data; the
-# checkpoint (0.5 GB with AdamW's moments) still saves in a second, so a run can stop and resume inside an
-# 8-minute slice. The cost is FLOP-cheap: ~0.29 GFLOP per token, ~1.2 H100-minutes per 100M tokens at
+# checkpoint (0.5 GB with AdamW's moments) still saves in a second, so a run can stop and resume within a few
+# minutes of GPU time. The cost is FLOP-cheap: ~0.29 GFLOP per token, ~1.2 H100-minutes per 100M tokens at
 # 400 TFLOP/s (an estimate, not measured).
 dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 n_layer = 6
@@ -30,11 +30,11 @@ min_lr = 1e-4
 eval_interval = 50
 eval_iters = 4             # x batch_size windows of seq_len tokens
 log_interval = 5
-ckpt_interval = 25         # a killed slice loses at most ~25 steps
+ckpt_interval = 25         # a killed run loses at most ~25 steps
 always_save_checkpoint = True
 
 device = 'auto'
 dtype = 'auto'             # bf16 autocast on the GPU
-compile = False            # every resumed slice would compile again; eager keeps a slice's time for training
+compile = False            # every resume would compile again; eager spends short runs on training
 seed = 1337
 gate_init = (0.0,)         # infini heads start as an even mix of memory and local attention

@@ -13,13 +13,13 @@ measures on the checkpoint:
               pg19:      the usual passkey prompt (Mohtashami & Jaggi 2023, arXiv:2305.16300)
   gca store   bytes the retrieval store holds per token after the longest prompt (the formula is in model.py)
 
-    python data/synthetic/prepare.py --doc_len 512 --out /tmp/gca/synthetic
-    python scripts/gca_compare.py --data synthetic --data_dir /tmp/gca/synthetic     # -> results/gca_synthetic.json
-    python data/pg19/prepare.py --input /work/shared/data/pg19-mini --tokenizer byte --out /tmp/gca/pg19mini_byte
-    python scripts/gca_compare.py --data pg19 --data_dir /tmp/gca/pg19mini_byte      # -> results/gca_pg19.json
+    python data/synthetic/prepare.py --doc_len 512 --out data/gca_synthetic
+    python scripts/gca_compare.py --data synthetic --data_dir data/gca_synthetic          # results/gca_synthetic.json
+    python data/pg19/prepare.py --input path/to/pg19-mini --tokenizer byte --out data/pg19_byte
+    python scripts/gca_compare.py --data pg19 --data_dir data/pg19_byte --max_iters 150   # results/gca_pg19.json
 
 Trained checkpoints are kept in --work and reused (delete them, or pass --retrain, to train again).
-Runs one thread (--threads): on a shared 2-core machine that was 5-10x faster than two threads.
+Runs one thread (--threads): for models this small that was 5-10x faster than two threads on a 2-core CPU.
 """
 import argparse
 import json

@@ -5,7 +5,7 @@ torch.compile(fullgraph=True) of one block of each kind against the eager block.
 
     python scripts/gpu_check.py                          # CUDA: d=1024, 8 heads x 128, T=8K, segment 2048
     python scripts/gpu_check.py --device cpu --small     # float32 on a CPU at small sizes (seconds)
-    python scripts/gpu_check.py --json $OUT/gpu_check.json
+    python scripts/gpu_check.py --json gpu_check.json           # the results as JSON too
 
 The float64 reference is model.py's own code in float64 (tests/test_model.py pins that to literal references),
 so a failure here means the fast path loses precision in bf16, or a GPU kernel differs from the CPU one.

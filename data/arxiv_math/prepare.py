@@ -4,7 +4,7 @@ stand-in for the arXiv mathematics corpus of long-context perplexity evaluations
 arXiv:2203.08913, and the papers that compare against it).
 
     python data/arxiv_math/prepare.py                           # download proof-pile's jsonl.gz shards (~13 GB)
-    python data/arxiv_math/prepare.py --input path/to/math-mini --out /tmp/math   # offline: local .tex/.txt
+    python data/arxiv_math/prepare.py --input path/to/math-mini --out data/arxiv_math   # offline: local .tex/.txt
 
 proof-pile ships train/proofpile_train_{0..20}.jsonl.gz, dev/proofpile_dev.jsonl.gz, test/proofpile_test.jsonl.gz;
 each line is {"text": ..., "meta": {"config": "arxiv" | "books" | "formal" | ..., ...}} and one line is one
