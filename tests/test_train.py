@@ -122,7 +122,7 @@ def interrupt_at_step(monkeypatch, step):
 
 
 def test_resume_keeps_the_checkpoints_training_settings_unless_overridden(data_dir, tmp_path, monkeypatch, capsys):
-    """Issue 14: resuming without the original --max_iters switched to the default schedule. Now a bare
+    """Resuming without the original --max_iters used to switch to the default schedule. Now a bare
     --init_from=resume continues the run that was stopped, and a command-line override is named in one line."""
     args = ["--max_iters=10", "--eval_interval=4", "--dropout=0.1", "--learning_rate=2e-3", "--warmup_iters=3"]
     train.main(tiny(data_dir, tmp_path / "straight", *args))
