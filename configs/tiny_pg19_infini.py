@@ -23,7 +23,8 @@ dropout = 0.0
 attn = 'infini'
 segment_len = 128
 mem_update = 'linear'
-gate_init = (0.0,)         # every head starts as an even mix of memory and local attention
+gate_init = (-3.0,)        # every head starts 95% on local attention: with an even start (0.0) the untrained memory
+                           # read took half of each head's output and this model ended 0.028 worse than local
 
 learning_rate = 2e-3       # tiny models take large steps
 max_iters = 600
