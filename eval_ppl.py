@@ -26,7 +26,6 @@ docs/cpu.md).
 """
 
 import argparse
-import sys
 import time
 from contextlib import nullcontext
 
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from sample import (add_common_args, autocast_for, default_chunk, describe_device, load, parse_size, peak_memory,
-                    pick_device, plan_chunk, save_report, set_threads, stream_unit)
+                    pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads, stream_unit)
 
 
 def parse_buckets(spec):
@@ -131,13 +130,8 @@ def plural(n):
 
 
 def plot_curve(buckets, path, title):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("warning: matplotlib is not installed, so no plot was drawn (pip install matplotlib); "
-              "the numbers are in the table above and in --json", file=sys.stderr)
+    plt = pyplot('plot')
+    if plt is None:
         return None
     used = [b for b in buckets if b['tokens']]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -146,10 +140,7 @@ def plot_curve(buckets, path, title):
     ax.set_ylabel('loss (nats/token)')
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):

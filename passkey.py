@@ -32,7 +32,6 @@ and PasskeyData below, used by configs/passkey_finetune.py.
 import argparse
 import random
 import re
-import sys
 import time
 from typing import NamedTuple
 
@@ -42,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sample import (add_common_args, autocast_for, default_chunk, describe_device, load, parse_size,
-                    peak_memory, pick_device, plan_chunk, save_report, set_threads, stream)
+                    peak_memory, pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads, stream)
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
@@ -341,13 +340,8 @@ def print_table(results, attn, log=print):
 
 def plot_heatmap(results, path, title):
     """Exact-match accuracy, depth x length. matplotlib is optional: without it, one warning and no plot."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("warning: matplotlib is not installed, so no heatmap was drawn (pip install matplotlib); "
-              "the numbers are in the table above and in --json", file=sys.stderr)
+    plt = pyplot('heatmap')
+    if plt is None:
         return None
     lengths = list(dict.fromkeys(r['len'] for r in results))
     depths = list(dict.fromkeys(r['depth'] for r in results))
@@ -364,10 +358,7 @@ def plot_heatmap(results, path, title):
     ax.set_ylabel('key depth')
     ax.set_title(title)
     fig.colorbar(im, label='exact match, %')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):

@@ -247,6 +247,26 @@ def generate(model, logits, state, max_new_tokens, vocab_size, temperature=1.0, 
     return tokens, drawn_from
 
 
+def pyplot(what):
+    """matplotlib.pyplot drawing to files, or None after one warning: matplotlib is optional."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"warning: matplotlib is not installed, so no {what} was drawn (pip install matplotlib); "
+              "the numbers are in the table above and in --json", file=sys.stderr)
+        return None
+    return plt
+
+
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def save_report(report, json_path, plot_path, draw):
     """--json and --plot of passkey.py and eval_ppl.py: the report as JSON; draw(plot_path) returns the path it
     wrote, or None (no matplotlib)."""

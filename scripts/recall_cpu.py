@@ -22,6 +22,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from sample import pyplot, save_figure  # noqa: E402
 
 STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py')
 TRAIN_LEN = 2304
@@ -105,12 +106,8 @@ def git_commit():
 
 def plot(results, path):
     """Exact match against length, start and middle (the depths that need memory), one line per run."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("warning: matplotlib is not installed, so no plot was drawn (pip install matplotlib)", file=sys.stderr)
+    plt = pyplot('plot')
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, r in results.items():
@@ -123,10 +120,7 @@ def plot(results, path):
            title=f'passkey retrieval, trained on {TRAIN_LEN}-token examples')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):
