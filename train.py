@@ -77,7 +77,7 @@ DEFAULTS = dict(
     gate_init=(3.0, -3.0),       # infini: β of each head at the start: one head on memory, one on local attention
     # AdamW
     learning_rate=1e-2,
-    max_iters=1000,
+    max_iters=1500,
     weight_decay=0.1,            # matrices only
     beta1=0.9,
     beta2=0.95,

@@ -26,7 +26,7 @@ mem_update = 'linear'
 gate_init = (3.0, -3.0)
 
 learning_rate = 1e-2
-max_iters = 1000
+max_iters = 1500
 weight_decay = 0.1
 grad_clip = 1.0
 gate_lr = 1e-3
