@@ -2,8 +2,8 @@
 # A tiny Infini-attention model (2 layers, n_embd 64, 0.1M parameters, byte tokens) learns passkey retrieval from
 # generated examples (passkey.PasskeyData): the task text, "The pass key is N. Remember it. N is the pass key.", a
 # little filler, the question; 288 tokens = 9 segments of 32, so the key sits 2-3 segments before the question, out of
-# local attention's reach. It is stage 1 of the recall recipe (configs/recall_infini.py), shortened to 1000 steps:
-# about 2-3 minutes on 2 CPU cores. Then: python passkey.py --ckpt out-quickstart/ckpt.pt --len 288 --trials 100
+# local attention's reach. It is stage 1 of the recall recipe (configs/recall_infini.py), shortened to 1500 steps:
+# under 2 minutes on 2 idle CPU cores, about 4 when other jobs load them (docs/cpu.md). Then: python passkey.py --ckpt out-quickstart/ckpt.pt --len 288 --trials 100
 # Why these settings (gates started apart, gate_lr 1e-3, lr 1e-2, the answer's loss on top): docs/recall.md.
 out_dir = 'out-quickstart'
 dataset = 'passkey'
