@@ -136,7 +136,7 @@ def test_resume_keeps_the_checkpoints_training_settings_unless_overridden(data_d
     out = capsys.readouterr().out
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")  # exact: the same schedule and batches
     line = next(line for line in out.splitlines() if line.startswith("resume "))
-    assert "kept the checkpoint's" in line and "max_iters=10 (not 1000)" in line and "changed" not in line
+    assert "kept the checkpoint's" in line and "max_iters=10 (not 1500)" in line and "changed" not in line
     train.main(bare + ["--max_iters=12", "--eval_interval=4"])
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("resume "))
     assert line.endswith("; changed on the command line: max_iters 10 -> 12")
