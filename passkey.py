@@ -213,11 +213,11 @@ def last_segment_start(config, length):
 
 def batches_of_equal_length(pieces, length, fraction, keys, batch):
     """The prompts for `keys`, in batches of at most `batch` prompts of one length (keys with more digits take
-    more tokens, so a batch holds keys of one prompt and answer length), each as [(index in keys, prompt)]."""
+    more tokens, so a batch holds keys of one prompt and answer length), each as [(index in keys, prompt)].
+    Keys whose key lines are equally long get the same filler budget, hence prompts of the same length."""
     groups = {}
     for i, key in enumerate(keys):
-        shape = (len(build_prompt(pieces, length, fraction, key).ids), len(pieces.answer(key)))
-        groups.setdefault(shape, []).append(i)
+        groups.setdefault((len(pieces.key_line(key)), len(pieces.answer(key))), []).append(i)
     for indices in groups.values():
         for start in range(0, len(indices), batch):  # prompts are built batch by batch: 8 MB each at 1M tokens
             yield [(i, build_prompt(pieces, length, fraction, keys[i])) for i in indices[start:start + batch]]

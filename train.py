@@ -315,7 +315,7 @@ def window_loss(model, x, y, sp, answer=None):
     """The mean loss of the windows (x, y); sp = (group, rank in it, size): with size > 1 this rank computes only
     its slice of each window, and the mean of the values over the group is the windows' loss (parallel.py).
     answer (passkey_loss='all'): the answer tokens' mean loss is added, so a 6-token answer weighs as much as the
-    500 tokens around it (without it, training on every token learned the answer 2x slower: docs/recall.md)."""
+    hundreds of tokens around it (without it, training on every token learned the answer 2x slower: docs/recall.md)."""
     group, sp_rank, size = sp
     if size == 1:
         logits, loss, _ = model(x, y)
@@ -816,8 +816,9 @@ def train(argv, made_dirs):
         elapsed = time.time() - t_start
         print(f"done: {iter_num} steps, {elapsed:.0f} s this run, final val loss {val_loss:.4f}")
         print(f"checkpoint: {last_saved[0] if last_saved else '(none)'}")
-        if memory_gates(raw_model):
-            print(f"memory gates sigmoid(β) per layer and head: {describe_gates(memory_gates(raw_model))}")
+        gates = memory_gates(raw_model)
+        if gates:
+            print(f"memory gates sigmoid(β) per layer and head: {describe_gates(gates)}")
         print(f"loss curve: {plot if plot else '(not drawn: matplotlib is not installed)'}; "
               f"log: {os.path.join(out_dir, 'log.jsonl')}, {os.path.join(out_dir, 'log.csv')}")
     return {'iter_num': iter_num, 'val_loss': val_loss, 'best_val_loss': best_val_loss,
