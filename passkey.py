@@ -30,6 +30,7 @@ and PasskeyData below, used by configs/passkey_finetune.py.
 """
 
 import argparse
+import math
 import random
 import re
 import time
@@ -63,6 +64,7 @@ class Prompt(NamedTuple):
     key: int
     key_start: int     # token positions of the key line " The pass key is N. ... is the pass key."
     key_end: int
+    key_first: int     # where the key's first " N" starts
     key_last: int      # where the key's second " N" starts (the copy nearest the question)
     filler_before: int  # filler tokens before / after the key line
     filler_after: int
@@ -83,6 +85,10 @@ class Pieces:
 
     def key_line(self, key):
         return np.array(self.tokenizer.encode(KEY_LINE.format(key=key)), dtype=np.int64)
+
+    def key_first(self, key):
+        """Offset of the first " N" in the key line, which starts " The pass key is N."."""
+        return len(self.tokenizer.encode(KEY_LINE.split(' {key}')[0]))
 
     def key_last(self, key):
         """Offset of the second " N" in the key line: the key line ends with " N is the pass key."."""
@@ -135,7 +141,7 @@ def build_prompt(pieces, length, depth, key):
     ids = np.concatenate((pieces.head, filler[:cut], key_line, filler[cut:], pieces.question))
     key_start = len(pieces.head) + cut
     return Prompt(ids, pieces.answer(key), key, key_start, key_start + len(key_line),
-                  key_start + pieces.key_last(key), cut, len(filler) - cut)
+                  key_start + pieces.key_first(key), key_start + pieces.key_last(key), cut, len(filler) - cut)
 
 
 # -----------------------------------------------------------------------------
@@ -163,11 +169,39 @@ def stream_prompt(model, ids, chunk, autocast=None, desc=''):
     return logits, state
 
 
+@torch.no_grad()
+def retrieved_key(model, prompts, store):
+    """gca: per prompt, whether the retriever fetched a chunk that holds the key, for the chunk whose position
+    predicts the answer's first digit, and the chance that k chunks drawn at random would; (None, None) where no
+    fetchable chunk holds it (the key is within the sliding window's reach). A chunk holds the key when one of the
+    key's digits (either copy) is among the tokens its stored keys/values were computed from: its own and, through
+    the lower layers' sliding windows, the gca_lower_layers * (gca_window - 1) tokens before it."""
+    c = model.config
+    reach = c.gca_lower_layers * (c.gca_window - 1)
+    answer_chunk = (len(prompts[0].ids) - 1) // c.gca_chunk  # its neighbours are the top-k chunks j < answer_chunk - 1
+    index, weights = model.retriever.retrieve(store.queries, store.keys,
+                                              torch.tensor([answer_chunk], device=store.keys.device))
+    n = max(0, answer_chunk - 1)            # chunks it may fetch
+    k = min(c.gca_topk, n)
+    hits = []
+    for prompt, picked, weight in zip(prompts, index[:, 0].tolist(), weights[:, 0].tolist()):
+        digits = [t for start in (prompt.key_first, prompt.key_last) for t in range(start, start + len(prompt.answer))]
+        holding = {j for t in digits for j in range(t // c.gca_chunk, (t + reach) // c.gca_chunk + 1) if j < n}
+        if not holding:
+            hits.append((None, None))
+            continue
+        hit = bool(holding & {j for j, w in zip(picked, weight) if w > 0})
+        hits.append((hit, 1 - math.comb(n - len(holding), k) / math.comb(n, k)))
+    return hits
+
+
 def run_trials(model, tokenizer, prompts, chunk, autocast=None, desc=''):
     """Stream a batch of prompts of one length (and answers of one length) side by side; per prompt, the exact
-    match of the greedy answer and the teacher-forced token accuracy."""
+    match of the greedy answer and the teacher-forced token accuracy (gca: and whether the key was retrieved)."""
     ids = torch.from_numpy(np.stack([p.ids for p in prompts]))
     logits, state = stream_prompt(model, ids, chunk, autocast, desc)
+    no_retriever = [(None, None)] * len(prompts)
+    retrieved = retrieved_key(model, prompts, state[-1]) if model.config.attn == 'gca' else no_retriever
     after_prompt = logits[:, -1, :tokenizer.vocab_size]
     answers = torch.tensor([p.answer for p in prompts])
     # Teacher forcing: feed the answer's tokens but the last after the prompt; the prompt's last logits predict
@@ -186,10 +220,11 @@ def run_trials(model, tokenizer, prompts, chunk, autocast=None, desc=''):
             logits = logits[:, -1, :tokenizer.vocab_size]
     tokens = torch.stack(tokens, 1).tolist()
     rows = []
-    for prompt, generated, ok in zip(prompts, tokens, correct):
+    for prompt, generated, ok, (hit, hit_chance) in zip(prompts, tokens, correct, retrieved):
         text = tokenizer.decode(generated)
         rows.append(dict(key=prompt.key, generated=text, exact=leading_number(text) == prompt.key,
-                         token_acc=ok.float().mean().item(), key_pos=prompt.key_start))
+                         token_acc=ok.float().mean().item(), key_pos=prompt.key_start, key_retrieved=hit,
+                         key_retrieved_chance=hit_chance))
     return rows
 
 
@@ -244,14 +279,22 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
                     tokens += len(prompt.ids)
             seconds = time.time() - t0
             in_last = [r['key_in_last_segment'] for r in rows]
+            hits = [r for r in rows if r['key_retrieved'] is not None]
             result = dict(len=length, depth=name, fraction=fraction, trials=len(rows),
                           exact=sum(r['exact'] for r in rows) / len(rows),
                           token_acc=sum(r['token_acc'] for r in rows) / len(rows),
                           key_in_last_segment=sum(in_last) / len(rows), seconds=seconds,
                           tokens_per_s=tokens / max(seconds, 1e-9), rows=rows)
+            if model.config.attn == 'gca':  # over the prompts whose key lay beyond the sliding window
+                for metric in ('key_retrieved', 'key_retrieved_chance'):
+                    result[metric] = sum(r[metric] for r in hits) / len(hits) if hits else None
+            retrieved = '' if result.get('key_retrieved') is None else \
+                (f"  key retrieved {100 * result['key_retrieved']:3.0f}% of {len(hits)} (chance "
+                 f"{100 * result['key_retrieved_chance']:.1f}%)")
             results.append(result)
             log(f"{length:>9,} {name:>7}  exact {100 * result['exact']:5.1f}%  token acc "
                 f"{100 * result['token_acc']:5.1f}%  key in last segment {100 * result['key_in_last_segment']:3.0f}%"
+                f"{retrieved}"
                 f"  {result['tokens_per_s']:>9,.0f} tok/s  (keys {', '.join(str(r['key']) for r in rows[:4])}"
                 f"{', ...' if len(rows) > 4 else ''}; greedy {rows[0]['generated']!r})")
     return results
@@ -329,12 +372,17 @@ def print_table(results, attn, log=print):
     lengths = list(dict.fromkeys(r['len'] for r in results))
     depths = list(dict.fromkeys(r['depth'] for r in results))
     cell = {(r['len'], r['depth']): r for r in results}
-    for metric, title in (('exact', 'exact match of the greedy answer'),
-                          ('token_acc', 'teacher-forced token accuracy on the answer')):
+    metrics = [('exact', 'exact match of the greedy answer'),
+               ('token_acc', 'teacher-forced token accuracy on the answer')]
+    if 'key_retrieved' in results[0]:
+        metrics.append(('key_retrieved', 'gca: a chunk that holds the key among the retrieved ones '
+                                         '(prompts whose key is beyond the sliding window)'))
+    percent = lambda x: '-' if x is None else f"{100 * x:.0f}"
+    for metric, title in metrics:
         log(f"\n{title}, % ({'/'.join(depths)}):")
         width = max(12, 4 * len(depths) + 2)
         log(f"{'':<10}" + ''.join(f"{size_name(n):>{width}}" for n in lengths))
-        values = ['/'.join(f"{100 * cell[n, d][metric]:.0f}" for d in depths) for n in lengths]
+        values = ['/'.join(percent(cell[n, d][metric]) for d in depths) for n in lengths]
         log(f"{attn:<10}" + ''.join(f"{v:>{width}}" for v in values))
 
 

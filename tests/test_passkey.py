@@ -1,6 +1,7 @@
 """passkey.py: the prompt (length, depth, tokenization), streaming = one-shot, fine-tuning batches, clear errors.
 Tiny models (2 layers, n_embd 32, byte tokenizer) are built here and saved as train.py's checkpoints."""
 import json
+import math
 import os
 from dataclasses import asdict
 
@@ -299,3 +300,33 @@ def test_loss_all_batch_marks_the_answer_and_targets_every_token():
     assert torch.equal(y2.masked_fill(~(answer & ~ends), -1), y)  # the answer, as loss='answer' scores it...
     tok_after = tok.decode(y2[ends].tolist())
     assert set(tok_after) == {' '}  # ...and the token that ends the number
+
+
+def test_gca_reports_whether_the_retriever_fetched_the_key():
+    """key_retrieved: is a chunk that holds the key's digits (in its tokens or in their lower-layer window) among the
+    top-k neighbours of the chunk that predicts the answer's first digit? Checked against the scores
+    s_{m-1,j} = q_{m-1}·k_j recomputed from the store."""
+    tok = get_tokenizer('byte')
+    pieces = passkey.Pieces(tok)
+    Lc = KINDS['gca']['gca_chunk']
+    prompt = passkey.build_prompt(pieces, 400, 0.0, 4711)
+    row = passkey.run_trial(tiny_model('gca', gca_topk=1000), tok, prompt, chunk=32)
+    assert row['key_retrieved'] is True and row['key_retrieved_chance'] == 1.0  # every earlier chunk is fetched
+    outcomes = set()
+    for top_k in (1, 40):  # of the 47 chunks that the answer's chunk may fetch
+        model = tiny_model('gca', gca_topk=top_k)
+        for depth in (0.0, 0.5, 1.0):
+            prompt = passkey.build_prompt(pieces, 400, depth, 4711)
+            assert tok.decode(prompt.ids[prompt.key_first:prompt.key_first + 5]) == ' 4711'
+            with torch.no_grad():
+                _, state = stream(model, torch.from_numpy(prompt.ids), 64)
+            store, m = state[-1], (len(prompt.ids) - 1) // Lc
+            fetched = set((store.keys[0, :m - 1] @ store.queries[0, m - 1]).topk(top_k).indices.tolist())
+            digits = [*range(prompt.key_first, prompt.key_first + 5), *range(prompt.key_last, prompt.key_last + 5)]
+            reach = KINDS['gca']['gca_window'] - 1  # one lower layer: a chunk's keys/values see this far back
+            key_chunks = {j for t in digits for j in range(t // Lc, (t + reach) // Lc + 1)}
+            (hit, chance), = passkey.retrieved_key(model, [prompt], store)
+            assert hit == bool(fetched & key_chunks)
+            assert chance == pytest.approx(1 - math.comb(m - 1 - len(key_chunks), top_k) / math.comb(m - 1, top_k))
+            outcomes.add(hit)
+    assert outcomes == {True, False}  # the check saw both
