@@ -290,7 +290,7 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
                     result[metric] = sum(r[metric] for r in hits) / len(hits) if hits else None
             retrieved = '' if result.get('key_retrieved') is None else \
                 (f"  key retrieved {100 * result['key_retrieved']:3.0f}% of {len(hits)} (chance "
-                 f"{100 * result['key_retrieved_chance']:.1f}%)")
+                 f"{100 * result['key_retrieved_chance']:.2g}%)")
             results.append(result)
             log(f"{length:>9,} {name:>7}  exact {100 * result['exact']:5.1f}%  token acc "
                 f"{100 * result['token_acc']:5.1f}%  key in last segment {100 * result['key_in_last_segment']:3.0f}%"
@@ -303,14 +303,17 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
 # -----------------------------------------------------------------------------
 # fine-tuning data: ~5K-token examples, random depth and key, loss only on the answer's tokens
 
-def finetune_example(pieces, seq_len, generator):
+def finetune_example(pieces, seq_len, generator, key=None):
     """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies."""
-    key = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
+    drawn = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
+    key = drawn if key is None else key
     depth = float(torch.rand(1, generator=generator))
     answer = pieces.answer(key)
     total = seq_len + 1
-    prompt = build_prompt(pieces, total - len(answer), depth, key)
-    pad = total - len(prompt.ids) - len(answer)  # < one filler sentence; targets -1 there
+    # One token less than would fit, so that something always follows the answer: the loss must see where the number
+    # ends (at 147,456 tokens a 5-digit key's example ended on its last digit, and the model added a sixth).
+    prompt = build_prompt(pieces, total - len(answer) - 1, depth, key)
+    pad = total - len(prompt.ids) - len(answer)  # 1 to one filler sentence
     tail = np.resize(pieces.cycle, pad)
     return np.concatenate((prompt.ids, answer, tail)), len(prompt.ids), len(answer)
 

@@ -302,6 +302,20 @@ def test_loss_all_batch_marks_the_answer_and_targets_every_token():
     assert set(tok_after) == {' '}  # ...and the token that ends the number
 
 
+@pytest.mark.parametrize('name', ['byte', 'gpt2'])
+def test_something_follows_the_answer_at_every_length(tokenizers, name):
+    """The answer is never the example's last token, whatever the length and the key's length: the loss must see
+    where the number ends (at 147,456 byte tokens a 5-digit key's example used to end on its last digit)."""
+    pieces = passkey.Pieces(tokenizers[name])
+    for seq_len in [*range(300, 340), 147456]:
+        for key in (7, 77, 777, 7777, 12345):  # the depth and key come from the generator; force each key length
+            generator = torch.Generator().manual_seed(seq_len)
+            answer = pieces.answer(key)
+            ids, start, n = passkey.finetune_example(pieces, seq_len, generator, key=key)
+            assert len(ids) == seq_len + 1 and start + n < len(ids)
+            assert ids[start:start + n].tolist() == answer
+
+
 def test_gca_reports_whether_the_retriever_fetched_the_key():
     """key_retrieved: is a chunk that holds the key's digits (in its tokens or in their lower-layer window) among the
     top-k neighbours of the chunk that predicts the answer's first digit? Checked against the scores
