@@ -3,6 +3,10 @@ planted in the first segment is asked for three segments later. Infini-attention
 only path from the first segment to the question); local attention, the same model without memory, must stay at
 chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -56,3 +60,20 @@ def test_infini_memory_recalls_a_digit_three_segments_back():
 
 def test_local_attention_cannot_recall_it():
     assert train_and_score('local') < 0.2  # chance is 0.1
+
+
+def test_recall_script_trains_both_stages_and_reports_every_cell(tmp_path):
+    """scripts/recall_cpu.py end to end on a tiny budget (2 steps a stage, 1 key per cell): both stages train from one
+    another, every length and the stage-1 checkpoint are evaluated with passkey.py, and the JSON says so."""
+    out = tmp_path / 'recall.json'
+    done = subprocess.run([sys.executable, 'scripts/recall_cpu.py', '--only', 'local', '--work', str(tmp_path / 'work'),
+                           '--trials', '1', '--json', str(out), '--plot', str(tmp_path / 'recall.png'),
+                           '--max_iters=2', '--batch_size=2', '--eval_iters=1'],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = json.loads(out.read_text())['runs']['local']
+    assert [s['steps'] for s in run['stages']] == [2, 2]
+    assert 'init_from' in run['stages'][1]['command']
+    assert sorted({(c['len'], c['depth']) for c in run['eval']}) == sorted(
+        (n, d) for n in (2304, 18432) for d in ('start', 'middle', 'end'))
+    assert [c['len'] for c in run['stage1_at_288']] == [288] * 3
