@@ -1,11 +1,13 @@
 """
 Does the memory remember? Passkey retrieval by tiny models trained on 2 CPU cores.
 
-Trains each run in two stages -- configs/recall_infini.py (2 layers, n_embd 64, byte tokens, generated passkey
-examples of 288 tokens = 9 segments of 32), then configs/recall_infini_long.py (the same model fine-tuned on 2304-token
-examples, 72 segments) -- once per attention kind; only the attention differs. Then evaluates every checkpoint with
-passkey.py (the same streaming path as any user) at 1x, 8x and 64x the training length and at 1,048,576 tokens, and
-the stage-1 checkpoint at its own length (288). For gca it also reports how often the retriever fetched the key.
+Trains each run in stages -- configs/recall_infini.py (2 layers, n_embd 64, byte tokens, generated passkey examples
+of 288 tokens = 9 segments of 32), then configs/recall_infini_long.py (the same model fine-tuned on 2304-token
+examples, 72 segments) -- once per attention kind; only the attention differs. The Infini runs go on to stage 3
+(configs/recall_infini_18k.py, 18,432-token examples), infini_linear to stage 4 (configs/recall_infini_147k.py,
+147,456). Then evaluates the checkpoints with passkey.py (the same streaming path as any user): each stage from its
+own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M), stage 1 at its own 288. For gca it also
+reports how often the retriever fetched the key.
 
     python scripts/recall_cpu.py                         # every run below; results/recall_cpu.json and .png
     python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall
@@ -25,26 +27,31 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from sample import pyplot, save_figure  # noqa: E402
 
-STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py')
+# Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
+# infini_linear all four.
+STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py',
+          'configs/recall_infini_18k.py', 'configs/recall_infini_147k.py')
 STAGE1_LEN = 288
 TRAIN_LEN = 2304
 MILLION = 1 << 20
-# name, overrides of both stages, evaluation lengths. local and full see the same data; full attention is the ceiling
-# at the training length (its cost grows with the square of the length), local the floor (it cannot see the key).
+LENGTHS = [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]
+# name, overrides of every stage, {stage: evaluation lengths of its checkpoint} (the stage-1 checkpoint is always
+# evaluated at 288). local and full see the same data; full attention is the ceiling at the training length (its cost
+# grows with the square of the length), local the floor (it cannot see the key).
 RUNS = [
-    ('infini_linear', [], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
-    ('infini_delta', ['--mem_update=delta'], [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
-    ('local', ['--attn=local'], [TRAIN_LEN, 8 * TRAIN_LEN]),
-    ('full', ['--attn=full'], [TRAIN_LEN]),
+    ('infini_linear', [], {2: LENGTHS, 3: LENGTHS[1:], 4: LENGTHS[2:]}),
+    ('infini_delta', ['--mem_update=delta'], {2: LENGTHS, 3: LENGTHS[1:]}),
+    ('local', ['--attn=local'], {2: LENGTHS[:2]}),
+    ('full', ['--attn=full'], {2: LENGTHS[:1]}),
     # gca: chunks of 16 and a sliding window of 32 (the least it allows: 2 chunks), so that like local attention it
     # sees at most 32 tokens back; the key must be retrieved (passkey.py reports whether it was, per prompt). Top-8
     # as in the paper: with top-2 the retriever settled on the task text's chunks before the copying was learned.
     ('gca', ['--attn=gca', '--gca_chunk=16', '--gca_window=32', '--gca_topk=8', '--gca_lower_layers=1'],
-     [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]),
+     {2: LENGTHS}),
     # dilated: the longest pattern covers 4096 tokens, so the key is in its reach at 2304 tokens and, at start and
     # middle, out of it at 8x (segments restart every 4096 tokens).
     ('dilated', ['--attn=dilated', '--dilated_segments=(32,128,512,4096)', '--dilated_rates=(1,4,16,128)'],
-     [TRAIN_LEN, 8 * TRAIN_LEN]),
+     {2: LENGTHS[:2]}),
 ]
 
 
@@ -61,36 +68,35 @@ def run(cmd, log_path, threads):
     return time.time() - t0
 
 
-def train(name, overrides, args):
-    """Both stages, the second from the first's checkpoint; returns what each took and ended with."""
-    out_dir = os.path.join(args.work, name)
-    summary = os.path.join(out_dir, 'train.json')
-    if os.path.exists(summary):
-        with open(summary) as f:
-            return json.load(f)
+def train(name, overrides, n_stages, args):
+    """The stages in turn, each from the checkpoint of the one before; returns what each took and ended with.
+    A finished stage (its summary.json) is reused."""
     stages, init = [], []
-    for i, config in enumerate(STAGES):
-        stage_dir = os.path.join(out_dir, f'stage{i + 1}')
-        os.makedirs(stage_dir, exist_ok=True)
-        cmd = ['train.py', config, *overrides, *init, f'--out_dir={stage_dir}', f'--threads={args.threads}',
-               *args.train_args]
-        print(f"[{name}] python {' '.join(cmd)}", flush=True)
-        seconds = run(cmd, os.path.join(stage_dir, 'train.out'), args.threads)
-        with open(os.path.join(stage_dir, 'log.jsonl')) as f:
-            evals = [r for r in map(json.loads, f) if r.get('val_loss') is not None]
-        stages.append(dict(command='python ' + ' '.join(cmd), seconds=round(seconds, 1), steps=evals[-1]['iter'],
-                           val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates')))
-        print(f"[{name}] stage {i + 1}: {seconds / 60:.1f} min, answer loss {evals[-1]['val_loss']:.4f}", flush=True)
+    for i, config in enumerate(STAGES[:n_stages]):
+        stage_dir = os.path.join(args.work, name, f'stage{i + 1}')
+        summary = os.path.join(stage_dir, 'summary.json')
+        if not os.path.exists(summary):
+            os.makedirs(stage_dir, exist_ok=True)
+            cmd = ['train.py', config, *overrides, *init, f'--out_dir={stage_dir}', f'--threads={args.threads}',
+                   *args.train_args]
+            print(f"[{name}] python {' '.join(cmd)}", flush=True)
+            seconds = run(cmd, os.path.join(stage_dir, 'train.out'), args.threads)
+            with open(os.path.join(stage_dir, 'log.jsonl')) as f:
+                evals = [r for r in map(json.loads, f) if r.get('val_loss') is not None]
+            with open(summary, 'w') as f:
+                json.dump(dict(command='python ' + ' '.join(cmd), seconds=round(seconds, 1), steps=evals[-1]['iter'],
+                               val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates')), f, indent=1)
+        with open(summary) as f:
+            stages.append(json.load(f))
+        print(f"[{name}] stage {i + 1}: {stages[-1]['seconds'] / 60:.1f} min, answer loss "
+              f"{stages[-1]['val_answer_loss']:.4f}", flush=True)
         init = [f"--init_from={os.path.join(stage_dir, 'ckpt.pt')}"]
-    result = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2),
-                  ckpt=os.path.join(out_dir, 'stage2', 'ckpt.pt'))
-    with open(summary, 'w') as f:
-        json.dump(result, f, indent=1)
-    return result
+    return stages
 
 
-def evaluate(name, ckpt, length, args, prefix=''):
-    path = os.path.join(args.work, name, f'{prefix}passkey_{length}.json')
+def evaluate(name, stage, length, args):
+    ckpt = os.path.join(args.work, name, f'stage{stage}', 'ckpt.pt')
+    path = os.path.join(args.work, name, f"{'' if stage == 2 else f'stage{stage}_'}passkey_{length}.json")
     if not os.path.exists(path):
         trials, depths = args.trials, 'start,middle,end'
         if length > 8 * TRAIN_LEN:  # the long ones: fewer keys; at 1M only the depths that need memory
@@ -101,11 +107,12 @@ def evaluate(name, ckpt, length, args, prefix=''):
         run(cmd, path.replace('.json', '.out'), args.threads)
     with open(path) as f:
         report = json.load(f)
-    cells = [{k: v for k, v in r.items() if k != 'rows'} for r in report['results']]
+    cells = [{'stage': stage, **{k: v for k, v in r.items() if k != 'rows'}} for r in report['results']]
     for cell in cells:
         retrieved = '' if cell.get('key_retrieved') is None else \
             f", key retrieved {100 * cell['key_retrieved']:.0f}% (chance {100 * cell['key_retrieved_chance']:.2g}%)"
-        print(f"[{name}] {cell['len']:>9,} {cell['depth']:>6}: exact {100 * cell['exact']:5.1f}%{retrieved}  "
+        print(f"[{name}] stage {stage} {cell['len']:>9,} {cell['depth']:>6}: exact {100 * cell['exact']:5.1f}%"
+              f"{retrieved}  "
               f"({cell['trials']} keys, {cell['seconds']:.0f} s)", flush=True)
     return cells
 
@@ -118,19 +125,21 @@ def git_commit():
 
 
 def plot(results, path):
-    """Exact match against length, start and middle (the depths that need memory), one line per run."""
+    """Exact match against length, start and middle (the depths that need memory), one line per run and stage."""
     plt = pyplot('plot')
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, r in results.items():
-        for depth, style in (('start', '-o'), ('middle', '--s')):
-            cells = sorted((c['len'], 100 * c['exact']) for c in r['eval'] if c['depth'] == depth)
-            if cells:
-                ax.plot(*zip(*cells), style, label=f"{name}, key at {depth}")
+        for stage in sorted({c['stage'] for c in r['eval'] if c['stage'] > 1}):
+            for depth, style in (('start', '-o'), ('middle', '--s')):
+                cells = sorted((c['len'], 100 * c['exact']) for c in r['eval']
+                               if (c['stage'], c['depth']) == (stage, depth))
+                if cells:
+                    ax.plot(*zip(*cells), style, label=f"{name} (stage {stage}), key at {depth}")
     ax.set_xscale('log', base=2)
     ax.set(xlabel='prompt length (tokens)', ylabel='exact match, %', ylim=(-3, 103),
-           title=f'passkey retrieval, trained on {TRAIN_LEN}-token examples')
+           title=f'passkey retrieval; stage 2 trained on {TRAIN_LEN}-token examples, stage 4 on {64 * TRAIN_LEN:,}')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
     return save_figure(plt, fig, path)
@@ -159,13 +168,15 @@ def main(argv=None):
     for name, overrides, lengths in RUNS:
         if name not in only:
             continue
-        trained = train(name, overrides, args)
-        cells = [cell for length in lengths for cell in evaluate(name, trained['ckpt'], length, args)]
-        stage1 = evaluate(name, trained['ckpt'].replace('stage2', 'stage1'), STAGE1_LEN, args, prefix='stage1_')
-        results[name] = {**trained, 'eval': cells, 'stage1_at_288': stage1}
+        stages = train(name, overrides, max(lengths), args)
+        cells = evaluate(name, 1, STAGE1_LEN, args)
+        for stage, at in sorted(lengths.items()):
+            cells += [cell for length in at for cell in evaluate(name, stage, length, args)]
+        results[name] = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2), eval=cells)
     report = dict(configs=STAGES, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                               load_at_end=os.getloadavg()), trials=args.trials, trials_64x=args.trials_64x, trials_1m=args.trials_1m,
+                               load_at_end=os.getloadavg()),
+                  trials=args.trials, trials_64x=args.trials_64x, trials_1m=args.trials_1m,
                   command='python scripts/recall_cpu.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
                   note=args.note, runs=results)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

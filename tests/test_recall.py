@@ -74,6 +74,5 @@ def test_recall_script_trains_both_stages_and_reports_every_cell(tmp_path):
     run = json.loads(out.read_text())['runs']['local']
     assert [s['steps'] for s in run['stages']] == [2, 2]
     assert 'init_from' in run['stages'][1]['command']
-    assert sorted({(c['len'], c['depth']) for c in run['eval']}) == sorted(
-        (n, d) for n in (2304, 18432) for d in ('start', 'middle', 'end'))
-    assert [c['len'] for c in run['stage1_at_288']] == [288] * 3
+    assert sorted((c['stage'], c['len'], c['depth']) for c in run['eval']) == sorted(
+        (stage, n, d) for stage, n in ((1, 288), (2, 2304), (2, 18432)) for d in ('start', 'middle', 'end'))
