@@ -17,6 +17,7 @@ Two scores per length x depth (both over --trials random keys 1..50000, as Landm
 - exact match: the greedy continuation's first number equals the key;
 - token accuracy: teacher-forced, the fraction of the answer's tokens (" N" tokenized) whose argmax, given the
   prompt and the answer's earlier tokens, is the true token. It moves before exact match does.
+For gca, a third: how often the retriever fetched a chunk that holds the key, against the chance of a random pick.
 Start, middle and end are reported separately because only start and middle test the memory: when the key lies
 in the last segment, local attention alone finds it. The paper's zero-shot Infini model scores ~100% at the end
 but 3-14% at start/middle; after fine-tuning on 5K-token examples it finds the key at every depth up to 1M.

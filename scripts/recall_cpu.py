@@ -125,23 +125,28 @@ def git_commit():
 
 
 def plot(results, path):
-    """Exact match against length, start and middle (the depths that need memory), one line per run and stage."""
+    """Exact match against length, start and middle (the depths that need memory): a colour per run, a marker per
+    stage, solid for keys at the start and dashed for the middle."""
     plt = pyplot('plot')
     if plt is None:
         return None
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, r in results.items():
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    markers = {2: 'o', 3: 's', 4: '^'}
+    for color, (name, r) in zip(plt.rcParams['axes.prop_cycle'].by_key()['color'] * 2, results.items()):
         for stage in sorted({c['stage'] for c in r['eval'] if c['stage'] > 1}):
-            for depth, style in (('start', '-o'), ('middle', '--s')):
+            for depth, line in (('start', '-'), ('middle', '--')):
                 cells = sorted((c['len'], 100 * c['exact']) for c in r['eval']
                                if (c['stage'], c['depth']) == (stage, depth))
                 if cells:
-                    ax.plot(*zip(*cells), style, label=f"{name} (stage {stage}), key at {depth}")
+                    ax.plot(*zip(*cells), line, marker=markers.get(stage, 'x'), color=color,
+                            label=f"{name}, stage {stage}, key at {depth}")
     ax.set_xscale('log', base=2)
     ax.set(xlabel='prompt length (tokens)', ylabel='exact match, %', ylim=(-3, 103),
-           title=f'passkey retrieval; stage 2 trained on {TRAIN_LEN}-token examples, stage 4 on {64 * TRAIN_LEN:,}')
+           title=f'passkey retrieval; stage 2 trained on {TRAIN_LEN:,}-token examples, 3 on {8 * TRAIN_LEN:,}, '
+                 f'4 on {64 * TRAIN_LEN:,}')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize='small')
+    ax.legend(fontsize='small', loc='center left', bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     return save_figure(plt, fig, path)
 
 
