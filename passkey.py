@@ -305,7 +305,8 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
 # fine-tuning data: ~5K-token examples, random depth and key, loss only on the answer's tokens
 
 def finetune_example(pieces, seq_len, generator, key=None):
-    """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies."""
+    """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies. `key` fixes
+    the key (the tests use it); the generator is advanced the same either way."""
     drawn = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
     key = drawn if key is None else key
     depth = float(torch.rand(1, generator=generator))
