@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sample import (add_common_args, autocast_for, default_chunk, describe_device, load, parse_size,
+from sample import (add_common_args, autocast_for, default_chunk, describe_device, generate, load, parse_size,
                     peak_memory, pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads, stream)
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -212,14 +212,7 @@ def run_trials(model, tokenizer, prompts, chunk, autocast=None, desc=''):
     forced = torch.cat((after_prompt[:, None], forced[..., :tokenizer.vocab_size]), 1)
     correct = (forced.argmax(-1).cpu() == answers)
     # Greedy: one token more than the answer, so that a longer number (12345 -> 123456) is not counted right.
-    device = next(model.parameters()).device
-    tokens, logits = [], after_prompt
-    for i in range(n + 1):
-        tokens.append(logits.argmax(-1))
-        if i < n:
-            logits, state = stream(model, tokens[-1][:, None].to(device), 1, state, 1, autocast)
-            logits = logits[:, -1, :tokenizer.vocab_size]
-    tokens = torch.stack(tokens, 1).tolist()
+    tokens, _ = generate(model, after_prompt, state, n + 1, tokenizer.vocab_size, temperature=0, autocast=autocast)
     rows = []
     for prompt, generated, ok, (hit, hit_chance) in zip(prompts, tokens, correct, retrieved):
         text = tokenizer.decode(generated)
@@ -476,8 +469,9 @@ def main(argv=None):
     results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast, batch=batch)
     elapsed = time.time() - t0
     print_table(results, config.attn)
-    print(f"chance: a random key of 1-5 digits is guessed {100 / MAX_KEY:.3f}% of the time; local attention of the same "
-          f"size cannot see a key outside the question's segment (the 'key in last segment' column) and stays there")
+    print(f"chance: a random key of 1-5 digits is guessed {100 / MAX_KEY:.3f}% of the time; local attention of the "
+          f"same size cannot see a key outside the question's segment (the 'key in last segment' column) and stays "
+          f"there")
     peak, what = peak_memory(device)
     tokens = sum(r['tokens_per_s'] * r['seconds'] for r in results)
     print(f"\n{tokens:,.0f} tokens in {elapsed:.1f} s ({tokens / max(elapsed, 1e-9):,.0f} tok/s); peak memory "

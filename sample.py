@@ -232,19 +232,22 @@ def pick_token(logits, temperature, top_k, generator):
 @torch.inference_mode()
 def generate(model, logits, state, max_new_tokens, vocab_size, temperature=1.0, top_k=None, generator=None,
              autocast=None):
-    """Continue from `logits` (V,), the prediction after the prompt, and `state`, the model state after it.
-    One token per call; the state is never modified in place, so one prompt state serves many samples.
-    Returns (new token ids, the logits each token was drawn from)."""
+    """Continue from `logits` (V,), the prediction after the prompt, and `state`, the model state after it; or
+    from (B, V) and the state of B prompts streamed side by side. One token per call; the state is never modified
+    in place, so one prompt state serves many samples. Returns (new token ids: a list, or B lists; the logits each
+    token was drawn from: (V,) or (B, V) per token)."""
     device = next(model.parameters()).device
+    batch = logits if logits.dim() == 2 else logits[None]
     tokens, drawn_from = [], []
     for i in range(max_new_tokens):
-        logits = logits[:vocab_size]  # the padded rows of the vocabulary are no tokens
-        drawn_from.append(logits)
-        tokens.append(pick_token(logits, temperature, top_k, generator))
+        batch = batch[:, :vocab_size]  # the padded rows of the vocabulary are no tokens
+        drawn_from.append(batch if logits.dim() == 2 else batch[0])
+        tokens.append([pick_token(row, temperature, top_k, generator) for row in batch])
         if i + 1 < max_new_tokens:
-            logits, state = stream(model, torch.tensor(tokens[-1:], device=device), 1, state, 1, autocast)
-            logits = logits[-1]
-    return tokens, drawn_from
+            batch, state = stream(model, torch.tensor(tokens[-1], device=device)[:, None], 1, state, 1, autocast)
+            batch = batch[:, -1]
+    per_prompt = [list(t) for t in zip(*tokens)] if tokens else [[] for _ in batch]
+    return (per_prompt if logits.dim() == 2 else per_prompt[0]), drawn_from
 
 
 def pyplot(what):
