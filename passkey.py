@@ -273,18 +273,19 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
                     tokens += len(prompt.ids)
             seconds = time.time() - t0
             in_last = [r['key_in_last_segment'] for r in rows]
-            hits = [r for r in rows if r['key_retrieved'] is not None]
             result = dict(len=length, depth=name, fraction=fraction, trials=len(rows),
                           exact=sum(r['exact'] for r in rows) / len(rows),
                           token_acc=sum(r['token_acc'] for r in rows) / len(rows),
                           key_in_last_segment=sum(in_last) / len(rows), seconds=seconds,
                           tokens_per_s=tokens / max(seconds, 1e-9), rows=rows)
+            retrieved = ''
             if model.config.attn == 'gca':  # over the prompts whose key lay beyond the sliding window
+                hits = [r for r in rows if r['key_retrieved'] is not None]
                 for metric in ('key_retrieved', 'key_retrieved_chance'):
                     result[metric] = sum(r[metric] for r in hits) / len(hits) if hits else None
-            retrieved = '' if result.get('key_retrieved') is None else \
-                (f"  key retrieved {100 * result['key_retrieved']:3.0f}% of {len(hits)} (chance "
-                 f"{100 * result['key_retrieved_chance']:.2g}%)")
+                if hits:
+                    retrieved = (f"  key retrieved {100 * result['key_retrieved']:3.0f}% of {len(hits)} (chance "
+                                 f"{100 * result['key_retrieved_chance']:.2g}%)")
             results.append(result)
             log(f"{length:>9,} {name:>7}  exact {100 * result['exact']:5.1f}%  token acc "
                 f"{100 * result['token_acc']:5.1f}%  key in last segment {100 * result['key_in_last_segment']:3.0f}%"

@@ -25,7 +25,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from sample import pyplot, save_figure  # noqa: E402
+from sample import pyplot, save_figure, save_report  # noqa: E402
 
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
 # infini_linear all four.
@@ -112,8 +112,7 @@ def evaluate(name, stage, length, args):
         retrieved = '' if cell.get('key_retrieved') is None else \
             f", key retrieved {100 * cell['key_retrieved']:.0f}% (chance {100 * cell['key_retrieved_chance']:.2g}%)"
         print(f"[{name}] stage {stage} {cell['len']:>9,} {cell['depth']:>6}: exact {100 * cell['exact']:5.1f}%"
-              f"{retrieved}  "
-              f"({cell['trials']} keys, {cell['seconds']:.0f} s)", flush=True)
+              f"{retrieved}  ({cell['trials']} keys, {cell['seconds']:.0f} s)", flush=True)
     return cells
 
 
@@ -146,7 +145,6 @@ def plot(results, path):
                  f'4 on {64 * TRAIN_LEN:,}')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small', loc='center left', bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
     return save_figure(plt, fig, path)
 
 
@@ -174,9 +172,8 @@ def main(argv=None):
         if name not in only:
             continue
         stages = train(name, overrides, max(lengths), args)
-        cells = evaluate(name, 1, STAGE1_LEN, args)
-        for stage, at in sorted(lengths.items()):
-            cells += [cell for length in at for cell in evaluate(name, stage, length, args)]
+        cells = [cell for stage, at in sorted({1: [STAGE1_LEN], **lengths}.items()) for length in at
+                 for cell in evaluate(name, stage, length, args)]
         results[name] = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2), eval=cells)
     report = dict(configs=STAGES, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
@@ -185,12 +182,7 @@ def main(argv=None):
                   command='python scripts/recall_cpu.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
                   note=args.note, runs=results)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, 'w') as f:
-        json.dump(report, f, indent=1)
-    print(f"wrote {args.json}")
-    drawn = plot(results, args.plot)
-    if drawn:
-        print(f"wrote {drawn}")
+    save_report(report, args.json, args.plot, lambda path: plot(results, path))
 
 
 if __name__ == '__main__':
