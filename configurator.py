@@ -1,5 +1,5 @@
 """
-Config for train.py: a config file of plain assignments, then `--key=value` overrides, applied in the order given.
+Config for train.py: config files of plain assignments, then `--key=value` overrides (wherever they stand in argv).
 
     python train.py configs/pg19_infini.py --batch_size=2 --compile=False
 
@@ -111,6 +111,8 @@ def coerce(key, value, default):
         raise wrong("a string")
     if isinstance(default, (tuple, list)):
         if isinstance(value, (tuple, list)):
+            if default and isinstance(default[0], float):  # (3, -3) for a tuple of floats: the numbers are meant
+                value = tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
             if default and not all(isinstance(v, type(default[0])) and not isinstance(v, bool) for v in value):
                 raise wrong(f"a tuple of {type(default[0]).__name__}s like {tuple(default)!r}")
             return tuple(value)
@@ -132,28 +134,31 @@ def parse_override_value(text, default):
 
 
 def get_config(defaults, argv):
-    """Apply config files and --key=value overrides from argv, in order, to a copy of defaults.
+    """Apply the config files in argv, in order, then its --key=value overrides, in order, to a copy of defaults:
+    an override wins over any config file wherever it stands (`--max_iters=5 configs/tiny_local.py` trains 5 steps).
     Returns (config, explicit): explicit is the set of keys that a file or an override set."""
     config, explicit = dict(defaults), set()
+    overrides = [arg for arg in argv if arg.startswith('--')]
     for arg in argv:
-        if arg.startswith('--'):
-            key, eq, text = arg[2:].partition('=')
-            check_key(key, defaults)
-            if not eq:
-                raise ConfigError(f"write overrides as --{key}=VALUE (got {arg!r})")
-            config[key] = coerce(key, parse_override_value(text, defaults[key]), defaults[key])
-            explicit.add(key)
-        elif arg.startswith('-'):
+        if arg.startswith('-') and not arg.startswith('--'):
             raise ConfigError(f"unknown option {arg!r}; use a config file and/or --key=value overrides")
-        else:
-            path = resolve_config_path(arg)
-            for key, value in read_config_file(path).items():
-                try:
-                    check_key(key, defaults)
-                    config[key] = coerce(key, value, defaults[key])
-                except ConfigError as e:
-                    raise ConfigError(f"{path}: {e}")
-                explicit.add(key)
+        if arg.startswith('-'):
+            continue
+        path = resolve_config_path(arg)
+        for key, value in read_config_file(path).items():
+            try:
+                check_key(key, defaults)
+                config[key] = coerce(key, value, defaults[key])
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}")
+            explicit.add(key)
+    for arg in overrides:
+        key, eq, text = arg[2:].partition('=')
+        check_key(key, defaults)
+        if not eq:
+            raise ConfigError(f"write overrides as --{key}=VALUE (got {arg!r})")
+        config[key] = coerce(key, parse_override_value(text, defaults[key]), defaults[key])
+        explicit.add(key)
     return config, explicit
 
 

@@ -65,11 +65,22 @@ def test_threads_takes_auto_or_a_number_from_a_file_or_the_command_line(tmp_path
         check_config({**DEFAULTS, "threads": "-1"})
 
 
-def test_later_arguments_win(tmp_path):
-    path = tmp_path / "c.py"
-    path.write_text("batch_size = 3\nseq_len = 256\n")
-    config, _ = get_config(DEFAULTS, ["--batch_size=5", str(path), "--seq_len=128"])
-    assert config["batch_size"] == 3 and config["seq_len"] == 128
+def test_an_override_wins_over_a_config_file_wherever_it_stands(tmp_path):
+    # `train.py --max_iters=5 configs/tiny_local.py` once trained the file's 300 steps and overwrote a checkpoint
+    path, later = tmp_path / "c.py", tmp_path / "d.py"
+    path.write_text("batch_size = 3\nseq_len = 256\nmax_iters = 300\n")
+    later.write_text("seq_len = 64\n")
+    config, _ = get_config(DEFAULTS, ["--batch_size=5", str(path), "--seq_len=128", str(later), "--batch_size=6"])
+    assert config["batch_size"] == 6 and config["seq_len"] == 128 and config["max_iters"] == 300
+    config, _ = get_config(DEFAULTS, [str(path), str(later)])  # config files: the later one wins
+    assert config["seq_len"] == 64
+
+
+def test_a_tuple_of_whole_numbers_is_taken_for_a_tuple_of_floats():
+    config, _ = get_config(DEFAULTS, ["--gate_init=(3,-3)"])
+    assert config["gate_init"] == (3.0, -3.0) and all(isinstance(g, float) for g in config["gate_init"])
+    with pytest.raises(ConfigError, match="a tuple of floats"):
+        get_config(DEFAULTS, ["--gate_init=(3,'a')"])
 
 
 def test_unknown_key_suggests_the_closest_valid_key():
