@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sample import (add_common_args, autocast_for, default_chunk, describe_device, load, parse_size, peak_memory,
-                    pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads, stream_unit)
+from sample import (add_common_args, autocast_for, check_output, default_chunk, describe_device, load, parse_size,
+                    peak_memory, pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads, stream_unit)
 
 
 def parse_buckets(spec):
@@ -162,6 +162,8 @@ def main(argv=None):
     if args.max_windows < 0:
         raise SystemExit(f"error: --max_windows {args.max_windows} must be >= 0 (0: every window of each book)")
     buckets = parse_buckets(args.buckets)
+    check_output(args.json, '--json')  # before the run: a path that cannot be written would lose its results
+    check_output(args.plot, '--plot')
 
     from dataset import TokenData
     data = TokenData(args.data_dir, args.split)

@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sample import (add_common_args, autocast_for, default_chunk, describe_device, generate, load, parse_size,
-                    peak_memory, pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads, stream)
+from sample import (add_common_args, autocast_for, check_output, default_chunk, describe_device, generate, load,
+                    parse_size, peak_memory, pick_device, plan_chunk, pyplot, save_figure, save_report, set_threads,
+                    stream)
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
@@ -421,7 +422,8 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=16,
                    help='prompts streamed side by side (faster; the results do not depend on it; full attention: 1)')
     p.add_argument('--seed', type=int, default=1337)
-    p.add_argument('--json', default=None, help='write every trial and the summary here')
+    p.add_argument('--json', default=None, help='write every trial and the summary here (checked before the run; '
+                                                'an existing file is replaced)')
     p.add_argument('--plot', default=None, help='accuracy heatmap PNG (needs matplotlib)')
     args = p.parse_args(argv)
 
@@ -439,6 +441,8 @@ def main(argv=None):
         raise SystemExit(f"error: --trials {args.trials} must be at least 1")
     if args.batch < 1:
         raise SystemExit(f"error: --batch {args.batch} must be at least 1")
+    check_output(args.json, '--json')  # before the run: a path that cannot be written would lose its results
+    check_output(args.plot, '--plot')
 
     device = pick_device(args.device)
     model, tokenizer, ckpt = load(args.ckpt, device)

@@ -19,6 +19,7 @@ import math
 import os
 import resource
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 
@@ -270,12 +271,37 @@ def save_figure(plt, fig, path):
     return path
 
 
+def check_output(path, flag, replace=True):
+    """Refuse in one line, before any work is done, an output path the report could not be written to at the end
+    (the results would be lost): a folder, a missing folder, no permission to write; with replace=False also a file
+    that exists. Says when an existing file will be replaced."""
+    if not path:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise SystemExit(f"error: {flag} {path} is a folder; give a file name, e.g. {os.path.join(path, 'out.json')}")
+    if not os.path.isdir(parent):
+        raise SystemExit(f"error: {flag} {path}: the folder {parent} does not exist; create it or choose another path")
+    try:  # a real write: permissions, read-only file systems and root all answer truthfully
+        with tempfile.NamedTemporaryFile(dir=parent, prefix='.write_test'):
+            pass
+    except OSError as e:
+        raise SystemExit(f"error: {flag} {path}: cannot write to {parent} ({e.strerror or e}); choose another path")
+    if os.path.exists(path):
+        if not replace:
+            raise SystemExit(f"error: {flag} {path} exists; pass --force to replace it, or choose another path")
+        if not os.access(path, os.W_OK):
+            raise SystemExit(f"error: {flag} {path} exists and is read-only; choose another path")
+        print(f"note: {flag} {path} exists and will be replaced at the end of the run")
+
+
 def save_report(report, json_path, plot_path, draw):
-    """--json and --plot of passkey.py and eval_ppl.py: the report as JSON; draw(plot_path) returns the path it
-    wrote, or None (no matplotlib)."""
+    """--json and --plot of passkey.py and eval_ppl.py (checked before the run by check_output): the report as JSON,
+    written whole or not at all; draw(plot_path) returns the path it wrote, or None (no matplotlib)."""
     if json_path:
-        with open(json_path, 'w') as f:
+        with open(json_path + '.tmp', 'w') as f:
             json.dump(report, f, indent=1)
+        os.replace(json_path + '.tmp', json_path)  # a kill mid-write leaves the previous file intact
         print(f"wrote {json_path}")
     if plot_path and draw(plot_path):
         print(f"wrote {plot_path}")

@@ -111,3 +111,13 @@ def test_bad_input_is_one_clear_line(data_dir, tmp_path):
     msg = run_error(['--ckpt', str(tmp_path / 'big.pt'), '--data_dir', data_dir])
     assert "tokenized with 'byte' but the checkpoint uses the 'gpt2' tokenizer" in msg
     assert 'not found' in run_error(['--ckpt', str(tmp_path / 'missing.pt'), '--data_dir', data_dir])
+
+
+@pytest.mark.parametrize('flag', ['--json', '--plot'])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(data_dir, tmp_path, flag, monkeypatch):
+    """A folder or a missing folder: one line before any book is streamed, not a traceback after all of them."""
+    ckpt = save_tiny(tmp_path / 'ckpt.pt')
+    monkeypatch.setattr(eval_ppl, 'evaluate', lambda *a, **k: pytest.fail('the evaluation ran'))
+    argv = ['--ckpt', ckpt, '--data_dir', data_dir, '--len', '64', flag]
+    assert 'is a folder' in run_error(argv + [str(tmp_path)])
+    assert 'does not exist' in run_error(argv + [str(tmp_path / 'missing' / 'ppl.json')])

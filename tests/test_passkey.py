@@ -236,6 +236,37 @@ def test_len_and_lens_together(tmp_path):
     assert 'not both' in run_error(['--ckpt', save_tiny(tmp_path / 'c.pt'), '--len', '300', '--lens', '300,400'])
 
 
+@pytest.mark.parametrize('flag', ['--json', '--plot'])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(tmp_path, flag, monkeypatch):
+    """A folder, a missing folder or a read-only one: one line before any prompt is streamed, not a traceback after
+    the whole evaluation."""
+    ckpt = save_tiny(tmp_path / 'c.pt')
+    monkeypatch.setattr(passkey, 'evaluate', lambda *a, **k: pytest.fail('the evaluation ran'))
+    argv = ['--ckpt', ckpt, '--len', '300', flag]
+    assert 'is a folder' in run_error(argv + [str(tmp_path)])
+    assert 'does not exist' in run_error(argv + [str(tmp_path / 'missing' / 'pk.json')])
+    read_only = tmp_path / 'read_only'
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into a read-only folder anyway: make the write itself fail
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, 'Permission denied')
+        monkeypatch.setattr('sample.tempfile.NamedTemporaryFile', refuse)
+    assert 'cannot write to' in run_error(argv + [str(read_only / 'pk.json')])
+
+
+def test_an_existing_json_is_replaced_only_when_the_run_ends(tmp_path, capsys):
+    ckpt = save_tiny(tmp_path / 'c.pt')
+    out = tmp_path / 'pk.json'
+    out.write_text('{"earlier": "results"}')
+    with pytest.raises(SystemExit):  # a run that fails leaves the earlier file as it was
+        passkey.main(['--ckpt', ckpt, '--len', '100', '--json', str(out)])
+    assert json.loads(out.read_text()) == {'earlier': 'results'}
+    passkey.main(['--ckpt', ckpt, '--len', '300', '--depth', 'end', '--json', str(out)])
+    assert f'--json {out} exists and will be replaced' in capsys.readouterr().out
+    assert json.loads(out.read_text())['results'][0]['depth'] == 'end'
+
+
 def test_streaming_does_not_modify_the_state_it_is_given():
     """run_trial reuses the prompt's state for teacher forcing and for greedy decoding."""
     model = tiny_model('infini')
