@@ -10,12 +10,16 @@ own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M), stag
 reports how often the retriever fetched the key.
 
     python scripts/recall_cpu.py                         # every run below; results/recall_cpu.json and .png
-    python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall
+    python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall   # out-recall/recall_cpu.json
 
-Finished trainings and evaluations in --work are reused, so an interrupted run continues where it stopped.
+Only the full recipe (no --only, the default trials, no train.py overrides) writes results/; any other run writes its
+JSON and plot into --work, or to --json/--plot (an existing file is replaced only with --force).
+Finished trainings and evaluations in --work are reused when they were made with the same settings, so an
+interrupted run continues where it stopped; a stage trained with other settings is refused, not replaced.
 Only start and middle test the memory: a key in the question's own segment is in reach of local attention.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -25,7 +29,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from sample import pyplot, save_figure, save_report  # noqa: E402
+from sample import check_output, pyplot, save_figure, save_report  # noqa: E402
 
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
 # infini_linear all four.
@@ -68,45 +72,84 @@ def run(cmd, log_path, threads):
     return time.time() - t0
 
 
+def trained_with(summary):
+    """A stage's settings: config and overrides, without where it ran (out_dir, init_from, threads). Summaries
+    written before 'settings' was recorded have them in their command."""
+    if 'settings' in summary:
+        return summary['settings']
+    return [a for a in summary['command'].split()[2:] if not a.startswith(('--out_dir=', '--init_from=', '--threads='))]
+
+
 def train(name, overrides, n_stages, args):
     """The stages in turn, each from the checkpoint of the one before; returns what each took and ended with.
-    A finished stage (its summary.json) is reused."""
-    stages, init = [], []
+    A stage is done when its checkpoint and summary.json are there; it is reused when its settings are these and it
+    was fine-tuned from the checkpoint now in the stage before, and refused (not replaced) otherwise."""
+    stages, init, before = [], [], None
     for i, config in enumerate(STAGES[:n_stages]):
         stage_dir = os.path.join(args.work, name, f'stage{i + 1}')
-        summary = os.path.join(stage_dir, 'summary.json')
-        if not os.path.exists(summary):
+        summary, ckpt = os.path.join(stage_dir, 'summary.json'), os.path.join(stage_dir, 'ckpt.pt')
+        settings = [config, *overrides, *args.train_args]
+        done = None
+        if os.path.exists(summary) and os.path.exists(ckpt):
+            with open(summary) as f:
+                done = json.load(f)
+            if trained_with(done) != settings or done.get('init') != before:
+                why = f"with {' '.join(trained_with(done))}" if trained_with(done) != settings else \
+                    f"from an earlier stage{i} checkpoint"
+                raise SystemExit(f"error: {stage_dir} was trained {why}, not {' '.join(settings)}; delete it and the "
+                                 f"stages after it to train them again, or use another --work")
+        if done is None:  # not started, or stopped before its checkpoint and summary were both written
+            if os.path.exists(summary):
+                os.remove(summary)
             os.makedirs(stage_dir, exist_ok=True)
             cmd = ['train.py', config, *overrides, *init, f'--out_dir={stage_dir}', f'--threads={args.threads}',
                    *args.train_args]
             print(f"[{name}] python {' '.join(cmd)}", flush=True)
             seconds = run(cmd, os.path.join(stage_dir, 'train.out'), args.threads)
-            with open(os.path.join(stage_dir, 'log.jsonl')) as f:
+            log = os.path.join(stage_dir, 'log.jsonl')
+            with open(log) if os.path.exists(log) else open(os.devnull) as f:
                 evals = [r for r in map(json.loads, f) if r.get('val_loss') is not None]
+            if not os.path.exists(ckpt) or not evals:
+                raise SystemExit(f"error: train.py saved no checkpoint in {stage_dir} (log {stage_dir}/train.out); "
+                                 f"a stage needs at least one step (--max_iters=1 or more)")
+            done = dict(command='python ' + ' '.join(cmd), settings=settings, init=before,
+                        trained=time.strftime('%Y-%m-%dT%H:%M:%S'), seconds=round(seconds, 1), steps=evals[-1]['iter'],
+                        val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates'))
             with open(summary, 'w') as f:
-                json.dump(dict(command='python ' + ' '.join(cmd), seconds=round(seconds, 1), steps=evals[-1]['iter'],
-                               val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates')), f, indent=1)
-        with open(summary) as f:
-            stages.append(json.load(f))
-        print(f"[{name}] stage {i + 1}: {stages[-1]['seconds'] / 60:.1f} min, answer loss "
-              f"{stages[-1]['val_answer_loss']:.4f}", flush=True)
-        init = [f"--init_from={os.path.join(stage_dir, 'ckpt.pt')}"]
+                json.dump(done, f, indent=1)
+        stages.append(done)
+        print(f"[{name}] stage {i + 1}: {done['seconds'] / 60:.1f} min, answer loss {done['val_answer_loss']:.4f}",
+              flush=True)
+        init, before = [f"--init_from={ckpt}"], done.get('trained')
     return stages
 
 
-def evaluate(name, stage, length, args):
+def evaluate(name, stage, length, trained, args):
+    """passkey.py on the stage's checkpoint at one length; its report is reused when it was made with these trials and
+    depths from this checkpoint (`trained`: when the stage finished)."""
     ckpt = os.path.join(args.work, name, f'stage{stage}', 'ckpt.pt')
     path = os.path.join(args.work, name, f"{'' if stage == 2 else f'stage{stage}_'}passkey_{length}.json")
-    if not os.path.exists(path):
-        trials, depths = args.trials, 'start,middle,end'
-        if length > 8 * TRAIN_LEN:  # the long ones: fewer keys; at 1M only the depths that need memory
-            trials, depths = (args.trials_1m, 'start,middle') if length == MILLION else (args.trials_64x, depths)
+    trials, depths = args.trials, 'start,middle,end'
+    if length > 8 * TRAIN_LEN:  # the long ones: fewer keys; at 1M only the depths that need memory
+        trials, depths = (args.trials_1m, 'start,middle') if length == MILLION else (args.trials_64x, depths)
+    report = None
+    if os.path.exists(path):
+        with open(path) as f:
+            report = json.load(f)
+        made = (report['trials'], ','.join(dict.fromkeys(r['depth'] for r in report['results'])), report.get('trained'))
+        if made != (trials, depths, trained):
+            print(f"[{name}] {path} was made with trials={made[0]}, depths {made[1]} from the checkpoint of {made[2]}; "
+                  f"evaluating again", flush=True)
+            report = None
+    if report is None:
         cmd = ['passkey.py', '--ckpt', ckpt, '--len', str(length), '--trials', str(trials), '--depth', depths,
                '--chunk', '4096', '--threads', str(args.threads), '--json', path]
         print(f"[{name}] python {' '.join(cmd)}", flush=True)
         run(cmd, path.replace('.json', '.out'), args.threads)
-    with open(path) as f:
-        report = json.load(f)
+        with open(path) as f:
+            report = json.load(f)
+        report['trained'] = trained  # which checkpoint it measured (the stage is retrained in the same folder)
+        save_report(report, path, None, None)
     cells = [{'stage': stage, **{k: v for k, v in r.items() if k != 'rows'}} for r in report['results']]
     for cell in cells:
         retrieved = '' if cell.get('key_retrieved') is None else \
@@ -158,14 +201,35 @@ def main(argv=None):
     p.add_argument('--trials_1m', type=int, default=10, help='keys per depth (start, middle) at 1M tokens')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--note', default=None, help='a line for the JSON: how busy the machine was, what ran beside')
-    p.add_argument('--json', default='results/recall_cpu.json')
-    p.add_argument('--plot', default='results/recall_cpu.png')
+    p.add_argument('--json', default=None, help='default: results/recall_cpu.json for the full recipe, else in --work')
+    p.add_argument('--plot', default=None, help='default: results/recall_cpu.png for the full recipe, else in --work')
+    p.add_argument('--force', action='store_true', help='replace an existing --json / --plot')
     args, args.train_args = p.parse_known_args(argv)  # the rest: --key=value overrides for train.py
     names = [r[0] for r in RUNS]
-    only = args.only.split(',') if args.only else names
+    only = [n.strip() for n in args.only.split(',') if n.strip()] if args.only is not None else names
     unknown = set(only) - set(names)
-    if unknown:
-        raise SystemExit(f"error: unknown run(s) {sorted(unknown)}; choose from {', '.join(names)}")
+    if unknown or not only:
+        raise SystemExit(f"error: --only {args.only!r}: {f'unknown run(s) {sorted(unknown)}' if unknown else 'no run'};"
+                         f" choose from {', '.join(names)} (comma-separated)")
+    for flag in ('trials', 'trials_64x', 'trials_1m', 'threads'):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag} {getattr(args, flag)} must be at least 1")
+
+    # Tracked results come only from the recipe itself; any other run (a smoke test) writes into its work folder.
+    trials = [f"--{k} {getattr(args, k)}" for k in ('trials', 'trials_64x', 'trials_1m')
+              if getattr(args, k) != p.get_default(k)]
+    departures = ([f"--only {','.join(only)}"] if set(only) != set(names) else []) + trials + args.train_args
+    where = os.path.join(args.work, 'recall_cpu') if departures else 'results/recall_cpu'
+    json_path = where + '.json' if args.json is None else args.json
+    plot_path = where + '.png' if args.plot is None else args.plot
+    if not departures and plot_path and importlib.util.find_spec('matplotlib') is None:
+        raise SystemExit(f"error: matplotlib is not installed: the full run would update {json_path} and leave "
+                         f"{plot_path} stale; pip install matplotlib (or pass --plot '' to draw none)")
+    os.makedirs(args.work, exist_ok=True)
+    check_output(json_path, '--json', replace=args.force or args.json is None)  # before hours of work, not after
+    check_output(plot_path, '--plot', replace=args.force or args.plot is None)
+    if departures:
+        print(f"not the full recipe ({' '.join(departures)}): the report goes to {json_path}", flush=True)
 
     results = {}
     for name, overrides, lengths in RUNS:
@@ -173,7 +237,7 @@ def main(argv=None):
             continue
         stages = train(name, overrides, max(lengths), args)
         cells = [cell for stage, at in sorted({1: [STAGE1_LEN], **lengths}.items()) for length in at
-                 for cell in evaluate(name, stage, length, args)]
+                 for cell in evaluate(name, stage, length, stages[stage - 1].get('trained'), args)]
         results[name] = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2), eval=cells)
     report = dict(configs=STAGES, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
@@ -181,8 +245,7 @@ def main(argv=None):
                   trials=args.trials, trials_64x=args.trials_64x, trials_1m=args.trials_1m,
                   command='python scripts/recall_cpu.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
                   note=args.note, runs=results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    save_report(report, args.json, args.plot, lambda path: plot(results, path))
+    save_report(report, json_path, plot_path, lambda path: plot(results, path))
 
 
 if __name__ == '__main__':

@@ -3,7 +3,9 @@ planted in the first segment is asked for three segments later. Infini-attention
 only path from the first segment to the question); local attention, the same model without memory, must stay at
 chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests."""
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +13,8 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SEGMENT, SEGMENTS, QUESTION = 16, 4, 50
 DIGITS, LETTERS = range(0, 10), range(20, 46)
@@ -62,17 +66,119 @@ def test_local_attention_cannot_recall_it():
     assert train_and_score('local') < 0.2  # chance is 0.1
 
 
-def test_recall_script_trains_both_stages_and_reports_every_cell(tmp_path):
-    """scripts/recall_cpu.py end to end on a tiny budget (2 steps a stage, 1 key per cell): both stages train from one
-    another, every length and the stage-1 checkpoint are evaluated with passkey.py, and the JSON says so."""
-    out = tmp_path / 'recall.json'
-    done = subprocess.run([sys.executable, 'scripts/recall_cpu.py', '--only', 'local', '--work', str(tmp_path / 'work'),
-                           '--trials', '1', '--json', str(out), '--plot', str(tmp_path / 'recall.png'),
-                           '--max_iters=2', '--batch_size=2', '--eval_iters=1'],
+def run_recall(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'recall_cpu.py'), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
+
+
+BASE = ['--only', 'local', '--batch_size=2', '--eval_iters=1']
+TINY = BASE + ['--max_iters=2']  # 2 steps a stage
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+    """One smoke run of scripts/recall_cpu.py (2 steps a stage, 1 key per cell) without --json: (its work folder,
+    its output, whether the tracked results/recall_cpu.json was left as it was)."""
+    work = tmp_path_factory.mktemp('recall') / 'work'
+    tracked = os.path.join(REPO, 'results', 'recall_cpu.json')
+    before = open(tracked, 'rb').read()
+    done = run_recall(*TINY, '--work', str(work), '--trials', '1')
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    run = json.loads(out.read_text())['runs']['local']
+    return work, done.stdout, open(tracked, 'rb').read() == before
+
+
+def test_recall_script_trains_both_stages_and_reports_every_cell(smoke):
+    """scripts/recall_cpu.py end to end on a tiny budget: both stages train from one another, every length and the
+    stage-1 checkpoint are evaluated with passkey.py, and the JSON says so."""
+    work, _, _ = smoke
+    run = json.loads((work / 'recall_cpu.json').read_text())['runs']['local']
     assert [s['steps'] for s in run['stages']] == [2, 2]
     assert 'init_from' in run['stages'][1]['command']
     assert sorted((c['stage'], c['len'], c['depth']) for c in run['eval']) == sorted(
         (stage, n, d) for stage, n in ((1, 288), (2, 2304), (2, 18432)) for d in ('start', 'middle', 'end'))
+
+
+def test_a_smoke_run_writes_into_its_work_folder_not_the_tracked_results(smoke):
+    work, out, tracked_unchanged = smoke
+    assert tracked_unchanged
+    assert f"the report goes to {work / 'recall_cpu.json'}" in out and f"wrote {work / 'recall_cpu.json'}" in out
+
+
+def test_a_rerun_with_more_trials_evaluates_again_and_reuses_the_checkpoints(smoke):
+    work, _, _ = smoke
+    done = run_recall(*TINY, '--work', str(work), '--trials', '2')
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert 'python train.py' not in done.stdout and 'evaluating again' in done.stdout
+    report = json.loads((work / 'recall_cpu.json').read_text())
+    assert report['trials'] == 2 and {c['trials'] for c in report['runs']['local']['eval']} == {2}
+
+
+def test_a_stage_trained_with_other_settings_is_refused_not_replaced(smoke):
+    work, _, _ = smoke
+    ckpt = work / 'local' / 'stage1' / 'ckpt.pt'
+    mtime = ckpt.stat().st_mtime
+    done = run_recall(*BASE, '--max_iters=3', '--work', str(work), '--trials', '1')
+    error = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and error.startswith(f"error: {work / 'local' / 'stage1'} was trained with ")
+    assert '--max_iters=2' in error and 'delete it' in error
+    assert ckpt.stat().st_mtime == mtime
+
+
+def test_a_stage_without_its_checkpoint_is_not_done(tmp_path):
+    """--max_iters=0 saves no checkpoint: one line, and no summary that would make the next run skip the stage (as
+    one did, after which every run failed on the missing checkpoint until the folder was deleted)."""
+    work = tmp_path / 'work'
+    done = run_recall(*BASE, '--max_iters=0', '--work', str(work))
+    assert done.returncode != 0 and 'saved no checkpoint' in done.stderr.strip().splitlines()[-1]
+    stage1 = work / 'local' / 'stage1'
+    assert not (stage1 / 'summary.json').exists()
+    (stage1 / 'summary.json').write_text(json.dumps({'command': 'python train.py configs/recall_infini.py '
+                                                                '--attn=local --max_iters=0', 'seconds': 1}))
+    done = run_recall(*BASE, '--max_iters=0', '--work', str(work))  # what an earlier version left behind
+    assert 'python train.py configs/recall_infini.py' in done.stdout and 'saved no checkpoint' in done.stderr
+
+
+def load_recall_cpu():
+    spec = importlib.util.spec_from_file_location('recall_cpu', os.path.join(REPO, 'scripts', 'recall_cpu.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_error(module, argv):
+    with pytest.raises(SystemExit) as e:
+        module.main(argv)
+    message = str(e.value.code)
+    assert message.startswith('error: ') and '\n' not in message
+    return message
+
+
+def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
+    recall = load_recall_cpu()
+    monkeypatch.setattr(recall, 'train', lambda *a: pytest.fail('it started training'))
+    work = ['--work', str(tmp_path / 'work')]
+    assert 'no run; choose from' in run_error(recall, ['--only', ''] + work)
+    assert "unknown run(s) ['nope']" in run_error(recall, ['--only', 'local, nope'] + work)  # spaces stripped
+    assert 'must be at least 1' in run_error(recall, ['--trials', '0'] + work)
+    existing = tmp_path / 'mine.json'
+    existing.write_text('{}')
+    msg = run_error(recall, ['--only', 'local, full', '--json', str(existing)] + work)
+    assert msg == f'error: --json {existing} exists; pass --force to replace it, or choose another path'
+    assert 'is a folder' in run_error(recall, ['--only', 'local', '--plot', str(tmp_path)] + work)
+
+
+@pytest.mark.parametrize('argv, where', [([], 'results/recall_cpu.json'),
+                                         (['--only', 'local,full'], 'work/recall_cpu.json'),
+                                         (['--trials_1m', '3'], 'work/recall_cpu.json'),
+                                         (['--max_iters=20'], 'work/recall_cpu.json')])
+def test_only_the_full_recipe_writes_the_tracked_results(tmp_path, monkeypatch, argv, where):
+    recall = load_recall_cpu()
+
+    def stop(path, flag, replace):  # the first output it checks is the report's
+        raise SystemExit(f'{path} {replace}')
+    monkeypatch.setattr(recall, 'check_output', stop)
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as e:
+        recall.main(argv + ['--work', str(tmp_path / 'work'), '--plot', ''])
+    path = where.replace('work/', f'{tmp_path}/work/')
+    assert str(e.value.code) == f'{path} True'  # the default is replaced: the recipe regenerates its own results
