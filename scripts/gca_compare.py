@@ -18,7 +18,9 @@ measures on the checkpoint:
     python data/pg19/prepare.py --input path/to/pg19-mini --tokenizer byte --out data/pg19_byte
     python scripts/gca_compare.py --data pg19 --data_dir data/pg19_byte --max_iters 150   # results/gca_pg19.json
 
-Trained checkpoints are kept in --work and reused (delete them, or pass --retrain, to train again).
+Only these two commands write results/; any other run (another --max_iters, fewer trials, ...) writes its JSON into
+--work, or to --out (an existing file is replaced only with --force). Trained checkpoints are kept in --work and
+reused when they were trained with the same data, steps and seed; one trained otherwise is refused until --retrain.
 Runs one thread (--threads): for models this small that was 5-10x faster than two threads on a 2-core CPU.
 """
 import argparse
@@ -33,19 +35,44 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from checkpoint import load_checkpoint, load_model  # noqa: E402
+from checkpoint import CheckpointError, load_checkpoint, load_model  # noqa: E402
 from data.synthetic.prepare import FILLER, LETTERS, fact_line  # noqa: E402
 from dataset import TokenData  # noqa: E402
+from sample import check_output  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
 KINDS = ('local', 'infini', 'gca')
+# The runs that make the tracked results (the commands above); every other option at its default.
+RECIPES = {'synthetic': dict(data_dir='data/gca_synthetic', max_iters=300),
+           'pg19': dict(data_dir='data/pg19_byte', max_iters=150)}
+
+
+def reusable(kind, args):
+    """Whether --work holds this kind's finished training with these data, steps and seed (an unfinished one is
+    trained again); a one-line refusal for one trained otherwise, which --retrain replaces."""
+    path = os.path.join(args.work, f"{args.data}-{kind}", 'ckpt.pt')
+    if args.retrain or not os.path.exists(path):
+        return False
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}; pass --retrain to train it again")
+    cfg = ckpt.get('config') or {}
+    made = dict(data_dir=cfg.get('data_dir') and os.path.normpath(cfg['data_dir']), max_iters=cfg.get('max_iters'),
+                seed=cfg.get('seed'))
+    asked = dict(data_dir=os.path.normpath(args.data_dir), max_iters=args.max_iters, seed=args.seed)
+    if made != asked:
+        raise SystemExit(f"error: {path} was trained with {made}, not {asked}; pass --retrain to replace it, or "
+                         f"use another --work")
+    return ckpt['iter_num'] >= args.max_iters
 
 
 def train(kind, args):
-    """Train configs/tiny_<kind>.py unless a finished checkpoint is already there; returns (ckpt path, seconds)."""
+    """Train configs/tiny_<kind>.py unless a finished checkpoint of it is already there; returns (ckpt path,
+    seconds)."""
     out_dir = os.path.join(args.work, f"{args.data}-{kind}")
     path = os.path.join(out_dir, 'ckpt.pt')
-    if os.path.exists(path) and not args.retrain and load_checkpoint(path)['iter_num'] >= args.max_iters:
+    if reusable(kind, args):
         print(f"{kind}: reusing {path}")
         return path, None
     cmd = [sys.executable, 'train.py', f'configs/tiny_{kind}.py', f'--data_dir={args.data_dir}',
@@ -66,8 +93,8 @@ def train(kind, args):
 def val_ppl(model, data, seq_len, n_windows, seed):
     """exp(mean loss) over the same n_windows validation windows for every model (fixed generator)."""
     x, y = data.sample_batch(n_windows, seq_len, torch.Generator().manual_seed(seed))
-    losses = [model(x[i:i + 4], targets=y[i:i + 4])[1].item() for i in range(0, n_windows, 4)]
-    return float(torch.tensor(losses).mean().exp())
+    losses = [model(x[i:i + 4], targets=y[i:i + 4])[1].item() * len(x[i:i + 4]) for i in range(0, n_windows, 4)]
+    return float(torch.tensor(sum(losses) / n_windows).exp())  # every window weighs the same, the last batch too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +155,7 @@ def passkey(model, tok, make_prompt, length, trials, seed, piece=4096):
             'digit_acc': right.float().mean().item()}, state
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--data', choices=['synthetic', 'pg19'], required=True)
     ap.add_argument('--data_dir', help="default: data/synthetic or data/pg19")
@@ -139,27 +166,58 @@ def main():
     ap.add_argument('--trials', default='32,16,4', help="passkey trials per length, one per multiple")
     ap.add_argument('--val_windows', type=int, default=32)
     ap.add_argument('--work', default=os.path.join(REPO, 'out-gca-compare'), help="checkpoints go here")
-    ap.add_argument('--out', help="default: results/gca_<data>.json")
+    ap.add_argument('--out', help="default: results/gca_<data>.json for the commands above, else in --work")
+    ap.add_argument('--force', action='store_true', help="replace an existing --out")
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--seed', type=int, default=1337)
     ap.add_argument('--retrain', action='store_true')
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.data_dir = args.data_dir or os.path.join('data', args.data)
-    out = args.out or os.path.join(REPO, 'results', f'gca_{args.data}.json')
-    multiples = [int(m) for m in args.multiples.split(',')]
-    trials = [int(t) for t in args.trials.split(',')]
+    kinds = [k.strip() for k in args.kinds.split(',') if k.strip()]
+    args.kinds = ','.join(kinds)
+    try:
+        multiples = [int(m) for m in args.multiples.split(',')]
+        trials = [int(t) for t in args.trials.split(',')]
+    except ValueError:
+        raise SystemExit(f"error: --multiples {args.multiples} and --trials {args.trials} must be comma-separated "
+                         f"whole numbers")
+    if not kinds or set(kinds) - set(KINDS):
+        raise SystemExit(f"error: --kinds {args.kinds!r}: choose from {', '.join(KINDS)} (comma-separated)")
     if len(trials) != len(multiples):
         raise SystemExit(f"error: --trials needs one count per multiple ({len(multiples)}), got {args.trials}")
+    for flag, values in (('max_iters', [args.max_iters]), ('seq_len', [args.seq_len]), ('multiples', multiples),
+                         ('trials', trials), ('val_windows', [args.val_windows]), ('threads', [args.threads])):
+        if min(values) < 1:
+            raise SystemExit(f"error: --{flag} {getattr(args, flag)} must be at least 1")
+
+    # Tracked results come only from the commands above; any other run (a smoke test) writes into its work folder.
+    recipe = {**{k: ap.get_default(k) for k in ('kinds', 'seq_len', 'multiples', 'trials', 'val_windows', 'seed')},
+              **RECIPES[args.data]}
+    departures = [f"--{k} {getattr(args, k)}" for k, v in recipe.items()
+                  if (os.path.normpath(getattr(args, k)) if k == 'data_dir' else getattr(args, k)) != v]
+    where = os.path.join(args.work, f'gca_{args.data}.json') if departures else \
+        os.path.join(REPO, 'results', f'gca_{args.data}.json')
+    out = args.out or where
+    os.makedirs(args.work, exist_ok=True)
+    check_output(out, '--out', replace=args.force or args.out is None)  # before the training, not after
+    if departures:
+        print(f"not the recipe of results/gca_{args.data}.json ({' '.join(departures)}): the report goes to {out}")
+    for kind in kinds:  # a checkpoint trained otherwise is refused before any training starts
+        reusable(kind, args)
     torch.set_num_threads(args.threads)
 
     val = TokenData(args.data_dir, 'validation')
     tok = get_tokenizer(val.meta['tokenizer'])
     make_prompt = synthetic_prompt if args.data == 'synthetic' else passkey_prompt
     long_ppl = args.data == 'pg19'  # synthetic documents are seq_len long: a longer window only spans documents
+    long_windows = max(1, args.val_windows // 4)  # 8x longer windows: a quarter as many (at least one)
+    argv = sys.argv[1:] if argv is None else argv
     results = {'data': args.data, 'data_dir': args.data_dir, 'tokenizer': tok.name, 'max_iters': args.max_iters,
-               'seq_len': args.seq_len, 'command': ' '.join(['python', 'scripts/gca_compare.py'] + sys.argv[1:]),
-               'threads': args.threads, 'kinds': {}}
-    for kind in args.kinds.split(','):
+               'seq_len': args.seq_len, 'command': ' '.join(['python', 'scripts/gca_compare.py'] + argv),
+               'threads': args.threads, 'val_windows': {f'val_ppl@{args.seq_len}': args.val_windows}, 'kinds': {}}
+    if long_ppl:
+        results['val_windows'][f'val_ppl@{8 * args.seq_len}'] = long_windows
+    for kind in kinds:
         path, seconds = train(kind, args)
         model, ckpt = load_model(path, 'cpu')
         model.eval()
@@ -169,7 +227,7 @@ def main():
         t0 = time.time()
         r[f'val_ppl@{args.seq_len}'] = val_ppl(model, val, args.seq_len, args.val_windows, args.seed)
         if long_ppl:
-            r[f'val_ppl@{8 * args.seq_len}'] = val_ppl(model, val, 8 * args.seq_len, args.val_windows // 4, args.seed)
+            r[f'val_ppl@{8 * args.seq_len}'] = val_ppl(model, val, 8 * args.seq_len, long_windows, args.seed)
         for m, n in zip(multiples, trials):
             L = m * args.seq_len
             r[f'passkey@{L}'], state = passkey(model, tok, make_prompt, L, n, args.seed)
@@ -182,9 +240,9 @@ def main():
         r['eval_seconds'] = time.time() - t0
         results['kinds'][kind] = r
         print(kind, json.dumps({k: v for k, v in r.items() if k != 'model_args'}), flush=True)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, 'w') as f:
+    with open(out + '.tmp', 'w') as f:
         json.dump(results, f, indent=1)
+    os.replace(out + '.tmp', out)
     print(f"wrote {out}")
 
 
