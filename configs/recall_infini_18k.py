@@ -1,7 +1,8 @@
 # Stage 3 of the recall recipe (docs/recall.md): the stage-2 model (configs/recall_infini_long.py, 2,304-token
-# examples) fine-tuned on 18,432-token examples = 576 segments of 32, one per step. Each stage moves the length at
-# which the memory still finds the key ~8x further: the key's share of the memory's read falls as 1/length, and
-# training on longer filler teaches the memory to give filler less weight (scripts/recall_diagnosis.py).
+# examples) fine-tuned on 18,432-token examples = 576 segments of 32, one per step. Each stage trains on 8x the
+# length of the one before: the key's share of the memory's read falls as 1/length, and training on longer filler is
+# meant to teach the memory to give filler less weight (scripts/recall_diagnosis.py; what each stage reached, and
+# where stage 4 fell short: docs/recall.md).
 #   python train.py configs/recall_infini_18k.py
 #   python passkey.py --ckpt out-recall-infini-18k/ckpt.pt --len 147456 --trials 20
 out_dir = 'out-recall-infini-18k'

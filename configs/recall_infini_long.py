@@ -1,9 +1,10 @@
 # Stage 2 of the recall recipe (docs/recall.md): the stage-1 model (configs/recall_infini.py, 288-token examples with
 # almost no filler) fine-tuned on 2304-token examples = 72 segments of 32, so that the key sits up to ~65 segments
-# before the question and the memory must learn to ignore the filler: at 288 tokens the memory head read 46% of its
-# output from the key line, at 2304 tokens only 2% (scripts/recall_diagnosis.py), and recall fell to 0.
+# before the question and the model must find it among the filler: at 2304 tokens the key line's share of the stage-1
+# memory head's read-out is a small fraction of its share at 288 (scripts/recall_diagnosis.py), and the stage-1
+# model recalls no key there (docs/recall.md has the numbers).
 #   python train.py configs/recall_infini.py && python train.py configs/recall_infini_long.py
-#   python passkey.py --ckpt out-recall-infini-long/ckpt.pt --len 1M --trials 10 --depth start,middle
+#   python passkey.py --ckpt out-recall-infini-long/ckpt.pt --len 2304 --trials 100
 out_dir = 'out-recall-infini-long'
 init_from = 'out-recall-infini/ckpt.pt'   # weights only, a fresh optimizer
 dataset = 'passkey'

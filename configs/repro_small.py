@@ -1,6 +1,7 @@
 # The one-GPU scale of scripts/reproduce.py (`--scale small`): the training settings every run shares. The driver
-# adds, per run, attn, mem_update, seq_len, segment_len, the dilated pattern, the batch split, max_iters, data_dir
-# and out_dir (`python scripts/reproduce.py --scale small --list` prints each full command).
+# adds, per run, attn, mem_update, seq_len, segment_len, the dilated pattern, the batch split, max_iters,
+# warmup_iters, lr_decay_iters, data_dir and out_dir (`python scripts/reproduce.py --scale small --list` prints each
+# full command).
 #
 # Model: 6 layers x 512 (8 heads x 64), GPT-2 vocabulary: 44.6M parameters, 25.8M of them the tied embedding.
 # Why this size: pg19-mini has 23.4M training tokens and math-mini 14.2M, so ~100M tokens per run is already

@@ -1,5 +1,6 @@
-# Tiny Infini-attention model on the synthetic corpus: the same as tiny_synthetic.py (the default), under its own
-# out_dir, to compare with tiny_local.py and tiny_dilated.py at equal size and budget (4 layers, n_embd 128).
+# Tiny Infini-attention model on the synthetic corpus: the same as tiny_synthetic.py (the earlier quick start), under
+# its own out_dir, to compare with tiny_local.py, tiny_dilated.py and tiny_gca.py at equal size and budget (4 layers,
+# n_embd 128).
 # Infini-attention: Munkhdalai et al. 2024, arXiv:2404.07143 (local attention in 128-token segments + memory).
 # Time: about 1.5 minutes on 2 idle CPU cores (more when other jobs share them).
 out_dir = 'out-tiny-infini'

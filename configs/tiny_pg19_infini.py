@@ -4,7 +4,7 @@
 # Infini-attention: Munkhdalai et al. 2024, arXiv:2404.07143. Byte tokens keep the vocabulary (and the LM head)
 # at 256: with GPT-2's 50,257 tokens the same model would be ~90% embedding and LM head.
 # Data: python data/pg19/prepare.py --input path/to/pg19-mini --out data/pg19_byte --tokenizer byte
-# Time: 600 steps, 5.8 CPU-minutes: about 6 minutes on 2 idle cores, 11 when other jobs load them (docs/cpu.md).
+# Time: 600 steps, about 6 minutes on 2 idle cores, 11-13 when other jobs load them (docs/cpu.md).
 out_dir = 'out-tiny-pg19-infini'
 dataset = 'tokens'         # the files in data_dir (train.py's default is generated passkeys)
 data_dir = 'data/pg19_byte'
@@ -24,7 +24,7 @@ attn = 'infini'
 segment_len = 128
 mem_update = 'linear'
 gate_init = (-3.0,)        # every head starts 95% on local attention: with an even start (0.0) the untrained memory
-                           # read took half of each head's output and this model ended 0.028 worse than local
+                           # read took half of each head's output and this model ended worse than local (docs/cpu.md)
 
 learning_rate = 2e-3       # tiny models take large steps
 max_iters = 600

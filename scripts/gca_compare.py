@@ -1,8 +1,8 @@
 """
 Grouped cross-attention (DRT, arXiv:2410.01651) next to local attention and Infini-attention (arXiv:2404.07143) at
 the same size and training budget, on CPU in minutes. For each kind it trains configs/tiny_<kind>.py with train.py
-(4 layers, n_embd 128, 300 steps of 8 x 512 tokens: the same for all three, only the attention differs), then
-measures on the checkpoint:
+(4 layers, n_embd 128, --max_iters steps (300 by default) of 8 x 512 tokens: the same for all three, only the
+attention differs), then measures on the checkpoint:
 
   val_ppl@L   perplexity on the same validation windows of L tokens for every kind (L = seq_len; 8 x seq_len
               where books are that long, i.e. pg19, not the 512-token synthetic documents)
@@ -21,7 +21,7 @@ measures on the checkpoint:
 Only these two commands write results/; any other run (another --max_iters, fewer trials, ...) writes its JSON into
 --work, or to --out (an existing file is replaced only with --force). Trained checkpoints are kept in --work and
 reused when they were trained with the same data, steps and seed; one trained otherwise is refused until --retrain.
-Runs one thread (--threads): for models this small that was 5-10x faster than two threads on a 2-core CPU.
+Runs one thread (--threads): for models this small a second thread was slower on a shared 2-core CPU (docs/cpu.md).
 """
 import argparse
 import json

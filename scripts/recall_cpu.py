@@ -6,8 +6,8 @@ of 288 tokens = 9 segments of 32), then configs/recall_infini_long.py (the same 
 examples, 72 segments) -- once per attention kind; only the attention differs. The Infini runs go on to stage 3
 (configs/recall_infini_18k.py, 18,432-token examples), infini_linear to stage 4 (configs/recall_infini_147k.py,
 147,456). Then evaluates the checkpoints with passkey.py (the same streaming path as any user): each stage from its
-own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M), stage 1 at its own 288. For gca it also
-reports how often the retriever fetched the key.
+own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M; local, full and dilated, at chance
+already, stop at 8x or 1x), stage 1 at its own 288. For gca it also reports how often the retriever fetched the key.
 
     python scripts/recall_cpu.py                         # every run below; results/recall_cpu.json and .png
     python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall   # out-recall/recall_cpu.json

@@ -1,5 +1,6 @@
 """eval_ppl.py: streamed per-token losses equal one forward pass; per-book, overall and per-position numbers
-agree with each other; bad input is one clear line. Tiny models and a tiny byte-level corpus made here."""
+agree with each other; bad input is one clear line. Tiny models from tests/tiny_checkpoints.py, a tiny byte-level
+corpus made here."""
 import json
 from dataclasses import asdict
 

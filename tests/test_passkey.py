@@ -1,5 +1,5 @@
 """passkey.py: the prompt (length, depth, tokenization), streaming = one-shot, fine-tuning batches, clear errors.
-Tiny models (2 layers, n_embd 32, byte tokenizer) are built here and saved as train.py's checkpoints."""
+Tiny models (tests/tiny_checkpoints.py: 2 layers, n_embd 32, byte tokenizer) saved as train.py's checkpoints."""
 import json
 import math
 import os

@@ -1,7 +1,8 @@
 """The memory carries information across segments: a short training run on a reduced recall task, where a digit
 planted in the first segment is asked for three segments later. Infini-attention must learn it (its memory is the
 only path from the first segment to the question); local attention, the same model without memory, must stay at
-chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests."""
+chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests; here that
+script runs only at a tiny budget, for its plan, what it reuses and where it writes."""
 
 import importlib.util
 import json

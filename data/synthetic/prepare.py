@@ -1,6 +1,7 @@
 """
 Synthetic long-range recall corpus: generated locally (no network), deterministic from --seed, a few MB in seconds.
-The quick start's default data: a ~1M-parameter model on CPU learns it in minutes, but only with memory.
+The data of the tiny CPU configs (configs/tiny_*.py, the PG19 ones aside) and train.py's default data_dir for
+dataset='tokens': a ~1M-parameter model trains on it in minutes.
 
 A document states a few facts first, then runs on with filler sentences from a small fixed set, and restates facts
 ("queries") at least `gap` tokens later, i.e. several segments away:
@@ -13,15 +14,17 @@ A document states a few facts first, then runs on with filler sentences from a s
 
 The filler is nearly predictable and a query's key is one of the document's keys, but a query's value is
 predictable only by remembering its fact: a model that sees only its own segment stays at chance on those digits
-(ln 10 nats each), a model with memory (Infini-attention) or full attention can get them right.
+(ln 10 nats each), a model with memory (Infini-attention) or full attention can get them right (in the tiny
+configs' 300 steps none does yet: the README's results).
 
     python data/synthetic/prepare.py                          # byte tokenizer (vocab 256), 1024-token documents
     python data/synthetic/prepare.py --doc_len 512 --tokenizer gpt2
 
 doc_len counts a document's tokens without its EOT. With doc_len == seq_len every training window is exactly one
-document, facts first (TokenData keeps a window inside a book that has seq_len+1 tokens). From train.py:
+document, facts first (TokenData keeps a window inside a book that has seq_len+1 tokens). train.py makes
+data/synthetic on first use, for its seq_len:
     from data.synthetic.prepare import ensure_synthetic
-    data_dir = ensure_synthetic(doc_len=seq_len)    # generates data/synthetic/*.bin unless already there
+    data_dir = ensure_synthetic(doc_len=seq_len)    # generates data/synthetic/*.bin unless there with these params
 """
 import argparse
 import json
