@@ -7,13 +7,25 @@ A config file may be named `configs/X.py`, `config/X.py`, `X.py` or just `X`; al
 Unlike nanoGPT's configurator (which exec()s both), nothing is executed: a config file is parsed with `ast`
 and may hold only `key = <literal>` lines, and an override's value is parsed with `ast.literal_eval` and
 must have the type of the key's default. Every mistake becomes one ConfigError line saying what to do.
+Then the whole config is checked (check_config: values, and the model's own checks, before any data is made), and
+--init_from=resume takes the checkpoint's training settings unless the command line overrides them (resume_settings).
 """
 
 import ast
 import difflib
 import os
+from dataclasses import fields
+
+from model import GPTConfig
+from sample import too_many_threads
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+
+
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != 'vocab_size']
+# Keys that describe this machine and this invocation, not the run: on resume they come from the command line and
+# config file as given; every other key comes from the checkpoint unless overridden on the command line.
+MACHINE_KEYS = ('init_from', 'overwrite', 'out_dir', 'device', 'dtype', 'compile', 'backend', 'peak_flops')
 
 
 class ConfigError(ValueError):
@@ -174,3 +186,82 @@ def describe(defaults):
     configs = ', '.join(available_configs())
     return ("usage: python train.py [CONFIG] [--key=value ...]\n"
             f"CONFIG: a file in configs/ ({configs})\nkeys and their defaults:\n" + "\n".join(lines))
+
+
+# -----------------------------------------------------------------------------
+# train.py's config as a whole: checked (one line each, saying what to do), merged with a checkpoint's on resume
+
+def check_config(cfg):
+    for key in ('batch_size', 'seq_len', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval',
+                'seq_parallel'):
+        if cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]} must be at least 1")
+    for key in ('max_iters', 'ckpt_interval', 'warmup_iters', 'lr_decay_iters'):
+        if cfg[key] < 0:
+            raise ConfigError(f"{key}={cfg[key]} must be >= 0")
+    if cfg['dtype'] not in ('auto', 'float32', 'bfloat16'):
+        raise ConfigError(f"dtype={cfg['dtype']!r}: use 'auto', 'bfloat16' (GPUs from Ampere on) or 'float32'")
+    if cfg['dataset'] not in ('tokens', 'passkey'):
+        raise ConfigError(f"dataset={cfg['dataset']!r}: use 'tokens' (the files in data_dir) or 'passkey'")
+    if cfg['tokenizer'] not in ('byte', 'gpt2'):
+        raise ConfigError(f"tokenizer={cfg['tokenizer']!r}: use 'byte' or 'gpt2'")
+    if cfg['passkey_loss'] not in ('answer', 'all'):
+        raise ConfigError(f"passkey_loss={cfg['passkey_loss']!r}: use 'answer' or 'all'")
+    if cfg['dataset'] == 'passkey' and cfg['passkey_loss'] == 'all' and cfg['seq_parallel'] > 1:
+        raise ConfigError("passkey_loss='all' does not work with seq_parallel > 1; use passkey_loss='answer'")
+    if cfg['seq_parallel'] > 1 and cfg['compile']:
+        raise ConfigError(f"seq_parallel={cfg['seq_parallel']} does not work with compile=True; use --compile=False")
+    if cfg['backend'] not in ('auto', 'nccl', 'gloo'):
+        raise ConfigError(f"backend={cfg['backend']!r}: use 'auto', 'nccl' or 'gloo'")
+    for key in ('learning_rate', 'gate_lr'):
+        if not cfg[key] > 0:
+            raise ConfigError(f"{key}={cfg[key]} must be positive")
+    thread_count(cfg['threads'])
+    try:  # the model's own checks (e.g. n_embd divisible by n_head), before any data is read or made
+        GPTConfig(**{k: cfg[k] for k in MODEL_KEYS})
+    except ValueError as e:
+        raise ConfigError(str(e))
+    S, T = cfg['segment_len'], cfg['seq_len']
+    if cfg['attn'] in ('local', 'infini') and S >= 1 and T % S:
+        # the model would pad a last partial segment; in training every window should be whole segments
+        lower, upper = (T // S) * S, (T // S + 1) * S
+        options = ' or '.join(str(v) for v in (lower, upper) if v > 0)
+        raise ConfigError(f"seq_len={T} must be a multiple of segment_len={S} (attn={cfg['attn']!r} processes "
+                          f"seq_len/segment_len segments); try seq_len={options}")
+
+
+def thread_count(value):
+    """The `threads` key as a number: 0 for 'auto' (or 0), else the count asked for (at most the cores)."""
+    text = str(value).strip().lower()
+    if not (text == 'auto' or (text.isdigit() and int(text) >= 0)):
+        raise ConfigError(f"threads={value!r}: use 'auto' (or 0) to measure, or a number of CPU threads like 1 or 2")
+    count = 0 if text == 'auto' else int(text)
+    if too_many_threads(count):
+        raise ConfigError(too_many_threads(count))
+    return count
+
+
+def resume_settings(cfg, ckpt, explicit, cmdline, ckpt_path):
+    """--init_from=resume: the checkpoint's training settings (max_iters, the lr schedule, batch, ...) replace
+    the defaults and the config file's, so that a resumed run continues the run that was stopped; --key=value on
+    the command line still overrides. Returns one line naming what differs, or None. The architecture is the
+    checkpoint's (init_model refuses a config that sets another); machine keys (device, compile, ...) are this
+    invocation's. explicit: the keys a config file or the command line set; cmdline: those of the command line."""
+    cfg.update({k: v for k, v in ckpt['model_args'].items() if k in MODEL_KEYS and k not in explicit})
+    saved, changed, kept = ckpt.get('config') or {}, [], []
+    for key, value in saved.items():
+        if key not in cfg or key in MODEL_KEYS or key in MACHINE_KEYS or cfg[key] == value:
+            continue
+        if key == 'threads' and key not in cmdline and thread_count(cfg[key]) == 0:
+            cfg[key] = value  # the count the run measured: the same sums in the same order, bit for bit
+            continue
+        if key in cmdline:
+            changed.append(f"{key} {value!r} -> {cfg[key]!r}")
+        else:
+            kept.append(f"{key}={value!r} (not {cfg[key]!r})")
+            cfg[key] = value
+    if len(kept) > 8:  # e.g. resuming a config file's run without the file: one line still
+        kept = kept[:8] + [f"and {len(kept) - 8} more"]
+    parts = ([f"kept the checkpoint's {', '.join(kept)}"] if kept else []) + \
+        ([f"changed on the command line: {', '.join(changed)}"] if changed else [])
+    return f"resume {ckpt_path}: {'; '.join(parts)}" if parts else None

@@ -9,6 +9,9 @@ training should not glue the end of one book to the start of another); shorter b
 the concatenated stream, where an EOT token separates the books. Every start position allowed by these rules is
 equally likely. All randomness comes from the torch.Generator passed in, so saving generator.get_state() in a
 checkpoint makes resumed training draw exactly the batches it would have drawn.
+
+Also here, for train.py and eval_ppl.py: where a data_dir is found (resolve_data_dir), data/synthetic made on first
+use for the run's seq_len (synthetic_data_dir), and the prepare command an error names (prepare_command).
 """
 import json
 import os
@@ -31,6 +34,36 @@ def prepare_command(data_dir):
     if os.path.realpath(data_dir) == os.path.realpath(os.path.join(REPO_ROOT, "data", corpus)):
         return f"python {script}{options}"
     return f"python {script}{options} --out {data_dir}"
+
+
+def resolve_data_dir(data_dir):
+    """Relative to the current directory, else to the repository (so `data/synthetic` works from anywhere)."""
+    if os.path.isabs(data_dir) or os.path.exists(data_dir):
+        return data_dir
+    in_repo = os.path.join(REPO_ROOT, data_dir)
+    return in_repo if os.path.exists(in_repo) else data_dir
+
+
+def synthetic_data_dir(data_dir, seq_len, make):
+    """data/synthetic is small and made on first use, so that `python train.py` works in a fresh clone. Its
+    documents are seq_len tokens long (one document per window, facts first). A corpus already there for another
+    seq_len is never replaced (a checkpoint trained on it would then be scored on other data): the corpus for this
+    seq_len goes to data/synthetic/len<seq_len>, with the other options it was made with. Returns the folder to
+    read; make=False (the other DDP processes) only names it."""
+    synthetic = os.path.join(REPO_ROOT, "data", "synthetic")
+    if os.path.realpath(data_dir) != os.path.realpath(synthetic):
+        return data_dir
+    try:
+        with open(os.path.join(synthetic, "meta.json")) as f:
+            params = json.load(f).get("params", {})
+    except (OSError, ValueError):
+        params = None  # nothing made yet: the corpus goes to data/synthetic itself
+    if params is not None and params.get("doc_len") != seq_len:
+        data_dir = os.path.join(data_dir, f"len{seq_len}")
+    if make:
+        from data.synthetic.prepare import ensure_synthetic  # the data part's generator
+        ensure_synthetic(data_dir, **{**(params or {}), "doc_len": seq_len})  # ValueError: a seq_len too short
+    return data_dir
 
 
 class TokenData:

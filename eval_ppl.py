@@ -19,13 +19,13 @@ before it in its window (the first token of a window is context only). Reported:
 - loss by position in the window, in --buckets buckets: does later text get easier as the memory fills?
 
 Cost: every position of a window is scored, so every position goes through the LM head; with GPT-2's 50,257
-tokens and a small model that head and the cross-entropy are most of the time (measured on 2 shared CPU cores,
-the 4-layer n_embd-128 model, per 1024-token call: body 108 ms, LM head 623 ms, cross-entropy 245 ms; with byte
-tokens the whole call takes ~125 ms). Small models meant for a CPU use byte tokens (configs/tiny_pg19_*.py,
-docs/cpu.md).
+tokens and a small model that head and the cross-entropy are most of the time (docs/cpu.md measures it). Small
+models meant for a CPU use byte tokens (configs/tiny_pg19_*.py).
 """
 
 import argparse
+import os
+import sys
 import time
 from contextlib import nullcontext
 
@@ -165,11 +165,14 @@ def main(argv=None):
     check_output(args.json, '--json')  # before the run: a path that cannot be written would lose its results
     check_output(args.plot, '--plot')
 
-    from dataset import TokenData
+    from dataset import TokenData, resolve_data_dir
     data = TokenData(args.data_dir, args.split)
     device = pick_device(args.device)
     model, tokenizer, ckpt = load(args.ckpt, device)
-    set_threads(args.threads, model.config, device)
+    run = ckpt.get('config') or {}
+    trained_on = run.get('data_dir') if run.get('dataset') == 'tokens' else None
+    if trained_on and os.path.realpath(resolve_data_dir(trained_on)) != os.path.realpath(args.data_dir):
+        print(f"note: the checkpoint was trained on {trained_on}, not on {args.data_dir}", file=sys.stderr)
     if data.meta.get('tokenizer') != tokenizer.name:
         raise SystemExit(f"error: {args.data_dir} is tokenized with {data.meta.get('tokenizer')!r} but the checkpoint "
                          f"uses the {tokenizer.name!r} tokenizer; prepare the data with the checkpoint's tokenizer")
@@ -180,6 +183,7 @@ def main(argv=None):
     config = model.config
     autocast, dtype_bytes = autocast_for(device, args.dtype)
     chunk = plan_chunk(config, window, args.chunk or logits_chunk(config, device), device, dtype_bytes)
+    set_threads(args.threads, model, device, chunk)
 
     what = f"windows of {args.len:,} tokens" if args.len else "whole books"
     if args.max_windows:

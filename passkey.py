@@ -26,8 +26,9 @@ The prompt is streamed through the model --chunk tokens per call, carrying the s
 the answer positions go through the LM head, so memory does not grow with --len (full attention excepted: its
 KV cache grows, and lengths that cannot fit are refused up front).
 
-Fine-tuning data (the paper fine-tunes on 5K-token inputs for 400 steps at lr 1e-4): sample_finetune_batch()
-and PasskeyData below, used by configs/passkey_finetune.py.
+Training data (the paper fine-tunes on 5K-token inputs for 400 steps at lr 1e-4): sample_finetune_batch() and
+PasskeyData below, which train.py reads with dataset='passkey' (the quick start, configs/recall_infini*.py,
+configs/passkey_finetune.py).
 """
 
 import argparse
@@ -446,7 +447,6 @@ def main(argv=None):
 
     device = pick_device(args.device)
     model, tokenizer, ckpt = load(args.ckpt, device)
-    set_threads(args.threads, model.config, device)
     config = model.config
     pieces = Pieces(tokenizer)
     for length in lengths:  # every length checked before any is run
@@ -456,6 +456,7 @@ def main(argv=None):
     asked = args.chunk or default_chunk(config, device, segments=8)
     for length in sorted(lengths):  # refuse what cannot fit before spending any time; plan for the longest
         chunk = plan_chunk(config, length, asked, device, dtype_bytes)
+    set_threads(args.threads, model, device, chunk)
     if args.chunk and chunk != args.chunk:
         print(f"note: --chunk {args.chunk} -> {chunk} tokens per call ("
               f"{'a multiple of the dilated window' if config.attn == 'dilated' else 'full attention memory'})")

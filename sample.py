@@ -5,12 +5,13 @@ Sample from a trained model, as nanoGPT's sample.py, for models whose prompt may
     python sample.py --ckpt out-pg19-infini/ckpt.pt --start FILE:book.txt --num_samples 3 --top_k 50
 
 The prompt is streamed through the model `--chunk` tokens per call, carrying model.py's state (Infini memory,
-the KV cache of the unfinished segment, or full attention's growing cache), then tokens are generated one
-at a time with the same state: the segment's KV cache grows by one token per step, and when a segment fills
-up its keys and values are folded into the memory (model.py does this at segment boundaries by itself). The
-result is exactly what one forward pass over prompt + generated text would give (tests/test_sample.py).
+the KV cache of the unfinished segment or window, full attention's growing cache, GCA's chunk store), then tokens
+are generated one at a time with the same state: the segment's KV cache grows by one token per step, and when a
+segment fills up its keys and values are folded into the memory (model.py does this at segment boundaries by
+itself). The result is exactly what one forward pass over prompt + generated text would give (tests/test_sample.py).
 
-The helpers here (load, stream, generate, ...) are also used by passkey.py and eval_ppl.py.
+The helpers here (load, stream, generate, the --threads choice, checked report and plot writing, ...) are also
+used by passkey.py, eval_ppl.py, train.py, bench.py and scripts/.
 """
 
 import argparse
@@ -53,7 +54,7 @@ def add_common_args(p):
     p.add_argument('--chunk', type=parse_size, default=None,
                    help='tokens per model call while streaming (default: 8 segments on cpu, more on cuda)')
     p.add_argument('--threads', type=int, default=0,
-                   help='CPU threads for torch (0: 1 for models with n_embd <= 256, else torch\'s default)')
+                   help="CPU threads for torch (0: time 1 thread against torch's default, keep the faster)")
 
 
 def pick_device(name):
@@ -71,17 +72,61 @@ def autocast_for(device, dtype):
     return nullcontext(), 4
 
 
-def set_threads(threads, config, device):
-    """Tiny models lose from a second thread: their matmuls are too small to split, and on a busy machine
-    torch's worker threads wait on each other. Measured on 2 shared cores with the 4-layer n_embd-128 model:
-    streaming 1024-token calls ran at 24K tok/s on 1 thread, 4K on 2; eval_ppl at 10.5K vs 286 tok/s.
-    Bigger models keep torch's default unless --threads says otherwise."""
+def cpu_cores():
+    """The CPU cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def too_many_threads(threads):
+    """A one-line reason when `threads` is more than the cores (threads that wait on each other: 30-50x slower
+    measured with 999 on 2 cores), else None."""
+    cores = cpu_cores()
+    if threads > cores:
+        return f"threads={threads} is more than the {cores} CPU cores this process may use; use 1 to {cores} or 0 to measure"
+    return None
+
+
+def measure_threads(time_passes, most, what):
+    """'auto' threads: time `what` on 1 thread and on `most` (torch's default: all cores, or what OMP_NUM_THREADS
+    allows) and keep `most` only if it is clearly (10%) faster. Neither is right everywhere: a tiny model on idle
+    cores gains from a second thread, but when other jobs hold the cores torch's threads wait on each other and a
+    pass can take 10x longer (docs/cpu.md). time_passes(threads, passes, give_up) -> seconds of each pass, stopping
+    after one slower than give_up. Returns (threads, how they were chosen) and sets them."""
+    first = time_passes(1, 1)[0]  # also the warm-up (allocations, first-call costs)
+    repeats = 2 if first < 2.0 else 1  # a big model's pass is long enough to time once
+    one = sum(time_passes(1, repeats)) / repeats
+    # the first pass on `most` threads starts them (untimed); on a busy machine it can take 10x longer than one
+    # thread's, and then the rest is not worth waiting for
+    passes = time_passes(most, 1 + repeats, give_up=2 * one)
+    many = sum(passes[1:]) / (len(passes) - 1) if len(passes) > 1 else passes[0]
+    best = most if many < 0.9 * one else 1
+    torch.set_num_threads(best)
+    return best, f"auto: a {what} took {one:.2f} s on 1 thread, {many:.2f} s on {most}"
+
+
+def set_threads(threads, model, device, chunk):
+    """--threads: a number, or 0 to measure a forward pass of `chunk` tokens on 1 thread and on torch's default
+    (measure_threads). Returns the count in use."""
     if threads < 0:
-        raise SystemExit(f"error: --threads {threads} must be >= 0 (0: automatic)")
-    if threads == 0 and device == 'cpu' and config.n_embd <= 256:
-        threads = 1
+        raise SystemExit(f"error: --threads {threads} must be >= 0 (0: measure)")
+    if too_many_threads(threads):
+        raise SystemExit(f"error: {too_many_threads(threads)}")
     if threads:
         torch.set_num_threads(threads)
+    elif device == 'cpu' and torch.get_num_threads() > 1:
+        x = torch.randint(model.config.vocab_size, (1, chunk), generator=torch.Generator().manual_seed(0))
+
+        @torch.no_grad()
+        def time_passes(threads, passes, give_up=float('inf')):
+            torch.set_num_threads(threads)
+            seconds = []
+            while len(seconds) < passes and (not seconds or seconds[-1] <= give_up):
+                t0 = time.perf_counter()
+                model(x)
+                seconds.append(time.perf_counter() - t0)
+            return seconds
+
+        measure_threads(time_passes, torch.get_num_threads(), f"forward pass of {chunk} tokens")
     return torch.get_num_threads()
 
 
@@ -251,7 +296,7 @@ def generate(model, logits, state, max_new_tokens, vocab_size, temperature=1.0, 
     return (per_prompt if logits.dim() == 2 else per_prompt[0]), drawn_from
 
 
-def pyplot(what):
+def pyplot(what, numbers='the table above and in --json', file=None):
     """matplotlib.pyplot drawing to files, or None after one warning: matplotlib is optional."""
     try:
         import matplotlib
@@ -259,7 +304,7 @@ def pyplot(what):
         import matplotlib.pyplot as plt
     except ImportError:
         print(f"warning: matplotlib is not installed, so no {what} was drawn (pip install matplotlib); "
-              "the numbers are in the table above and in --json", file=sys.stderr)
+              f"the numbers are in {numbers}", file=file or sys.stderr)  # looked up now: tests capture it
         return None
     return plt
 
@@ -307,6 +352,35 @@ def save_report(report, json_path, plot_path, draw):
         print(f"wrote {plot_path}")
 
 
+def plot_losses(rows, path, title):
+    """train.py's loss.png: training and val loss against step, and each Infini head's memory share sigmoid(β)
+    when the rows have gates. matplotlib is optional: without it, one warning, no plot."""
+    plt = pyplot('loss plot', 'log.csv', file=sys.stdout)
+    if plt is None:
+        return None
+    train = [(r['iter'], r['loss']) for r in rows if r.get('loss') is not None]
+    val = [(r['iter'], r['val_loss']) for r in rows if r.get('val_loss') is not None]
+    gates = [(r['iter'], r['gates']) for r in rows if r.get('gates')]
+    fig, axes = plt.subplots(1, 2 if gates else 1, figsize=(14 if gates else 8, 5), squeeze=False)
+    ax = axes[0, 0]
+    if gates:
+        steps, values = zip(*gates)
+        for i, layer in enumerate(values[0]):
+            for h in range(len(layer)):
+                axes[0, 1].plot(steps, [v[i][h] for v in values], label=f"L{i + 1}H{h}")
+        axes[0, 1].set(xlabel='step', ylabel='sigmoid(β): share read from memory', ylim=(0, 1))
+        axes[0, 1].grid(alpha=0.3)
+        axes[0, 1].legend(fontsize='small', ncol=2)
+    if train:
+        ax.plot(*zip(*train), label='train', alpha=0.6)
+    if val:
+        ax.plot(*zip(*val), 'o-', label='val')
+    ax.set(xlabel='step', ylabel='loss (nats/token)', title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(plt, fig, path)
+
+
 # -----------------------------------------------------------------------------
 # sample.py itself
 
@@ -339,13 +413,13 @@ def main(argv=None):
 
     device = pick_device(args.device)
     model, tokenizer, ckpt = load(args.ckpt, device)
-    set_threads(args.threads, model.config, device)
     autocast, dtype_bytes = autocast_for(device, args.dtype)
     text = read_start(args.start)
     ids = tokenizer.encode(text) or [tokenizer.eot]  # an empty prompt starts like a new document
     ids = torch.tensor(ids, dtype=torch.long)
     chunk = plan_chunk(model.config, len(ids) + args.max_new_tokens, args.chunk or default_chunk(model.config, device),
                        device, dtype_bytes)
+    set_threads(args.threads, model, device, chunk)
 
     t0 = time.time()
     logits, state = stream(model, ids, chunk, last_logits=1, autocast=autocast)

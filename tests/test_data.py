@@ -196,3 +196,22 @@ def test_missing_data_names_the_prepare_command(tmp_path):
     # the byte-token folder of configs/tiny_pg19_*.py
     with pytest.raises(SystemExit, match=r"`python data/pg19/prepare\.py --tokenizer byte --out .*pg19_byte`"):
         TokenData(str(tmp_path / "pg19_byte"), "train")
+
+
+def test_a_synthetic_corpus_for_another_seq_len_goes_beside_the_one_there(tmp_path, monkeypatch):
+    # A checkpoint trained on data/synthetic must still be scored on the same data after a run with another seq_len.
+    import dataset
+    monkeypatch.setattr(dataset, "REPO_ROOT", str(tmp_path))
+    root = tmp_path / "data" / "synthetic"
+    root.mkdir(parents=True)
+    ensure_synthetic(str(root), **{**SMALL, "doc_len": 256, "n_queries": 4, "train_docs": 3})
+    before = (root / "train.bin").read_bytes()
+    assert dataset.synthetic_data_dir(str(root), 256, make=True) == str(root)
+    other = dataset.synthetic_data_dir(str(root), 320, make=True)
+    assert other == os.path.join(str(root), "len320") and (root / "train.bin").read_bytes() == before
+    assert TokenData(other, "train").meta["params"]["doc_len"] == 320
+    assert TokenData(other, "train").meta["params"]["train_docs"] == 3  # the other options it was made with
+    assert dataset.synthetic_data_dir(str(root), 320, make=False) == other
+    elsewhere = tmp_path / "mine"
+    assert dataset.synthetic_data_dir(str(elsewhere), 320, make=True) == str(elsewhere)  # only data/synthetic
+    assert not elsewhere.exists()

@@ -74,3 +74,20 @@ def test_bad_input_is_one_clear_line(tmp_path):
     bad = tmp_path / 'bad.pt'
     bad.write_bytes(b'\x00garbage' * 100)
     assert run_error(['--ckpt', str(bad)]) == f'error: not a checkpoint written by train.py, or damaged: {bad}'
+
+
+def test_threads_zero_is_measured_like_train_py_and_too_many_threads_is_one_line(monkeypatch):
+    model = tiny_model()
+    timed = []
+
+    def fake_measure(time_passes, most, what):  # the shared rule (train.py's too) gets a real forward pass to time
+        timed.append((time_passes(1, 1), what))
+        torch.set_num_threads(1)
+        return 1, 'auto'
+
+    monkeypatch.setattr(sample, 'measure_threads', fake_measure)
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
+    sample.set_threads(0, model, 'cpu', 32)
+    assert len(timed) == 1 and len(timed[0][0]) == 1 and timed[0][0][0] > 0 and '32 tokens' in timed[0][1]
+    with pytest.raises(SystemExit, match=rf"threads={sample.cpu_cores() + 5} is more than the {sample.cpu_cores()} CPU"):
+        sample.set_threads(sample.cpu_cores() + 5, model, 'cpu', 32)

@@ -424,3 +424,28 @@ def test_bad_passkey_settings_are_one_line(tmp_path):
                       ("--gate_init=(1.0, 2.0, 3.0)", "gate_init")):
         with pytest.raises(SystemExit, match=says):
             train.main(["configs/recall_infini.py", f"--out_dir={tmp_path}", bad])
+
+
+def test_a_fresh_run_does_not_replace_a_checkpoint_in_out_dir_unless_told(data_dir, tmp_path):
+    train.main(tiny(data_dir, tmp_path, "--max_iters=6"))
+    path, log = os.path.join(tmp_path, "ckpt.pt"), os.path.join(tmp_path, "log.jsonl")
+    before, log_before = open(path, "rb").read(), open(log).read()
+    for init_from in ("scratch", os.path.join(tmp_path, "other.pt")):
+        if init_from != "scratch":
+            save_checkpoint(init_from, load_checkpoint(path))
+        with pytest.raises(SystemExit, match=r"ckpt\.pt exists .* --init_from=resume.* --overwrite=True"):
+            train.main(tiny(data_dir, tmp_path, "--max_iters=2", f"--init_from={init_from}"))
+        assert open(path, "rb").read() == before and open(log).read() == log_before  # nothing touched
+    result = train.main(tiny(data_dir, tmp_path, "--max_iters=2", "--overwrite=True"))
+    assert load_checkpoint(result["checkpoint"])["iter_num"] == 2
+
+
+def test_more_threads_than_cores_and_a_folder_as_checkpoint_are_one_line(data_dir, tmp_path):
+    from sample import cpu_cores
+    with pytest.raises(SystemExit, match=rf"threads={cpu_cores() + 1} is more than the {cpu_cores()} CPU cores"):
+        train.main(tiny(data_dir, tmp_path / "a", f"--threads={cpu_cores() + 1}"))
+    train.main(tiny(data_dir, tmp_path / "pre", "--max_iters=2"))
+    with pytest.raises(SystemExit, match=r"is a folder, not a checkpoint: did you mean .*pre/ckpt\.pt\?"):
+        train.main(tiny(data_dir, tmp_path / "ft", f"--init_from={tmp_path / 'pre'}"))
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint: pass the path of a ckpt.pt file"):
+        load_checkpoint(str(tmp_path))
