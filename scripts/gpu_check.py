@@ -14,6 +14,7 @@ Error measure: ||fast - float64|| / ||float64|| (Frobenius), per output and per 
 
 import argparse
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -24,15 +25,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for model.py
 from model import ATTENTION, Block, GPTConfig  # noqa: E402
-from bench import load_model_file  # noqa: E402
+from bench import LAYER_KINDS as KINDS  # noqa: E402  (the kinds bench.py measures)
 
-KINDS = {
-    'full': dict(attn='full'),
-    'local': dict(attn='local'),
-    'infini': dict(attn='infini', mem_update='linear'),
-    'infini_delta': dict(attn='infini', mem_update='delta'),
-    'dilated': dict(attn='dilated'),
-}
 SIZES = {
     # The paper's dilated schedule (w = 2048..32768, r = 1, 2, 4, 6, 12) scaled down 8x, so that T = 8K holds two
     # windows of lcm(w) = 4096 and the rates 6 and 12 still do not divide w.
@@ -146,8 +140,13 @@ def record(results, kind, check, err, tol, error=None):
 
 
 def use_model_file(path):
+    """--model: import another model.py (a proposed change, say) as `model`, leaving the repo's untouched."""
     global ATTENTION, Block, GPTConfig
-    module = load_model_file(path)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --model {path}: no such file")
+    spec = importlib.util.spec_from_file_location('model', path)
+    sys.modules['model'] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     ATTENTION, Block, GPTConfig = module.ATTENTION, module.Block, module.GPTConfig
 
 
