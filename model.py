@@ -478,19 +478,74 @@ class SlidingWindowAttention(AttentionBase):
         return y, KVCache(cache.k[:, :, N - keep:], cache.v[:, :, N - keep:])
 
 
+@dataclass
+class ChunkBuffers:
+    """Room for the finished chunks: capacity N >= filled rows along dim 1, of which rows [:filled] hold chunks.
+    Shared by a ChunkStore and the stores that extend it (grow_store writes the new chunks in place)."""
+    keys: torch.Tensor     # (B, N, C)        retrieval key k_j of each finished chunk
+    queries: torch.Tensor  # (B, N, C)        retrieval query q_c of each finished chunk (it picks chunk c + 1's)
+    k: torch.Tensor        # (B, N, H, Lc, D) per-token keys of the finished chunks
+    v: torch.Tensor        # (B, N, H, Lc, D) per-token values
+    filled: int            # rows written, by this store or by any store that extended it
+
+    def tensors(self):
+        return self.keys, self.queries, self.k, self.v
+
+
 class ChunkStore(NamedTuple):
     """The past that retrieval draws on; unlike Infini's memory it keeps everything and grows with the input:
     (2 + 2/Lc)·C numbers per token (K/V rows shared by the upper layers; a retrieval key and query per chunk).
-    Only `keys`/`queries` are needed to rank; `k`/`v` may live on another device (CPU): only the retrieved
-    chunks are indexed and moved (ChunkRetriever.forward)."""
-    keys: torch.Tensor     # (B, n, C)        retrieval key k_j of each finished chunk
-    queries: torch.Tensor  # (B, n, C)        retrieval query q_c of each finished chunk (it picks chunk c + 1's)
-    k: torch.Tensor        # (B, n, H, Lc, D) per-token keys of the finished chunks
-    v: torch.Tensor        # (B, n, H, Lc, D) per-token values
-    tail: torch.Tensor     # (B, t, C)        LN(h) of the unfinished chunk, t < Lc
+    Only `keys`/`queries` are needed to rank; `k`/`v` may live on another device (CPU, see kv_to): only the
+    retrieved chunks are indexed and moved (ChunkRetriever.forward). The n finished chunks are the first n rows
+    of buffers that double when full, so a call writes only its own chunks (grow_store)."""
+    buffers: ChunkBuffers
+    n: int                 # finished chunks: rows [:n] of the buffers
+    tail: torch.Tensor     # (B, t, C) LN(h) of the unfinished chunk, t < Lc
+
+    # the finished chunks, views of the buffers' first n rows
+    keys = property(lambda self: self.buffers.keys[:, :self.n])        # (B, n, C)
+    queries = property(lambda self: self.buffers.queries[:, :self.n])  # (B, n, C)
+    k = property(lambda self: self.buffers.k[:, :self.n])              # (B, n, H, Lc, D)
+    v = property(lambda self: self.buffers.v[:, :self.n])              # (B, n, H, Lc, D)
 
     def nbytes(self):
-        return sum(t.numel() * t.element_size() for t in self)
+        """Bytes held for the finished chunks and the tail; the spare capacity is not counted (untouched, the
+        operating system has not given it memory yet)."""
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.queries, self.k, self.v, self.tail))
+
+    def kv_to(self, device):
+        """This store with k and v on `device`, e.g. the CPU to spare a GPU's memory: later calls append there and
+        move only the retrieved chunks to the model's device."""
+        buffers = ChunkBuffers(self.keys, self.queries, self.k.to(device), self.v.to(device), self.n)
+        return ChunkStore(buffers, self.n, self.tail)
+
+
+def grow_store(store, new, tail):
+    """The store after a call that finished the chunks `new` (ChunkBuffers holding just them) and left `tail`.
+    The new chunks go into the free rows of the buffers; when none are left, the n rows are copied into buffers of
+    twice the capacity: log2(n) copies over a stream of n chunks, amortised O(1) per chunk (a torch.cat per call
+    would copy the whole store at every call: O(n) per call, O(n²) per stream)."""
+    if store is None:
+        return ChunkStore(new, new.filled, tail)  # the first call's chunks are the first rows
+    n, m, buffers = store.n, new.filled, store.buffers
+    if m == 0:
+        return ChunkStore(buffers, n, tail)
+    # Fresh buffers also where writing in place would be wrong: another continuation of this store has written
+    # after row n already (one prompt state, several samples); autograd may have saved these rows (a gradient
+    # through the stream needs them as they were: copy at every call, as cat did); or they are inference tensors
+    # and this is not inference mode (torch refuses to change them).
+    grad = torch.is_grad_enabled() and (new.keys.requires_grad or buffers.keys.requires_grad)
+    frozen = buffers.keys.is_inference() and not torch.is_inference_mode_enabled()
+    if n + m > buffers.keys.size(1) or buffers.filled != n or grad or frozen:
+        capacity = n + m if grad else max(2 * buffers.keys.size(1), n + m)
+        old, buffers = buffers, ChunkBuffers(*(t.new_empty(t.size(0), capacity, *t.shape[2:])
+                                               for t in buffers.tensors()), filled=n)
+        for t, o in zip(buffers.tensors(), old.tensors()):
+            t[:, :n] = o[:, :n]
+    for t, x in zip(buffers.tensors(), new.tensors()):
+        t[:, n:n + m] = x  # k/v may be on another device (kv_to); the first call set the dtype
+    buffers.filled = n + m
+    return ChunkStore(buffers, n + m, tail)
 
 
 class Retrieved(NamedTuple):
@@ -518,45 +573,58 @@ class ChunkRetriever(nn.Module):
     def forward(self, h, store):
         c, (B, T, C) = self.config, h.shape
         Lc, H, D = c.gca_chunk, c.n_head, c.head_size
-        t0 = 0 if store is None else store.keys.size(1) * Lc + store.tail.size(1)  # tokens before this call
+        t0 = 0 if store is None else store.n * Lc + store.tail.size(1)  # tokens before this call
         u = self.ln(h) if store is None else torch.cat((store.tail, self.ln(h)), dim=1)  # from the unfinished chunk on
         n_new = u.size(1) // Lc                             # chunks this call finishes
         done = u[:, :n_new * Lc].view(B, n_new, Lc, C)
         e = done.mean(2)                                    # chunk summaries e_c, (B, n_new, C)
         k, v = self.c_kv(done).view(B, n_new, Lc, 2, H, D).permute(3, 0, 1, 4, 2, 5)  # 2 x (B, n_new, H, Lc, D)
-        new = ChunkStore(self.c_key(e), self.c_query(e), k, v, u[:, n_new * Lc:])
         # The first call sets the store's dtype (bf16 under autocast) and each tensor stays on its device: move
-        # k and v of a returned state to the CPU once and later calls append there.
-        store = new if store is None else ChunkStore(*(torch.cat((old, x.to(old.device)), dim=1)
-                                                       for old, x in zip(store[:4], new[:4])), new.tail)
+        # k and v of a returned state to the CPU once (ChunkStore.kv_to) and later calls append there.
+        store = grow_store(store, ChunkBuffers(self.c_key(e), self.c_query(e), k, v, n_new), u[:, n_new * Lc:])
         first, last = t0 // Lc, (t0 + T - 1) // Lc          # chunks holding this call's tokens
-        index, weights = self.retrieve(store.queries, store.keys, torch.arange(first, last + 1, device=h.device))
+        chunks = torch.arange(first, last + 1, device=h.device)
+        index, weights = self.retrieve(store.queries, store.keys, chunks, first)
         batch, index = torch.arange(B, device=store.k.device)[:, None, None], index.to(store.k.device)
         kn, vn = (t[batch, index].to(h.device) for t in (store.k, store.v))  # (B, m, top_k, H, Lc, D)
         return Retrieved(kn, vn, weights, t0 - first * Lc), store
 
-    def retrieve(self, queries, keys, chunks):
+    def retrieve(self, queries, keys, chunks, first=0):
         """Neighbours of each chunk m in `chunks`: the top-k chunks j < m - 1 by s_{m-1, j}, and their weights.
-        Chunk m - 1 is finished before chunk m starts and so is every j < m - 1: nothing unfinished is ranked."""
+        Chunk m - 1 is finished before chunk m starts and so is every j < m - 1: nothing unfinished is ranked.
+        `first` <= every m, when the caller knows it (a Python int: reading it from `chunks` would wait for the GPU):
+        the columns j < first - 1 are allowed for every chunk and need no mask."""
         B, n, C = keys.shape
         top_k = min(self.config.gca_topk, n)
         if top_k == 0:  # no chunk finished yet
             return chunks.new_zeros(B, len(chunks), 0), keys.new_zeros(B, len(chunks), 0)
         asking = queries[:, (chunks - 1).clamp(min=0)]                       # q_{m-1}, (B, m, C)
-        # Scores and noise in float32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so nearby scores
-        # tie at the k-th place and the noise's largest values are capped, and the top-k sets come out different.
-        with torch.autocast(keys.device.type, enabled=False):
-            scores = at_least_fp32(asking) @ at_least_fp32(keys).transpose(1, 2) / math.sqrt(C)  # s_{m-1,j} (B, m, n)
-        allowed = torch.arange(n, device=keys.device) < (chunks[:, None] - 1)  # (m, n): j < m - 1
-        ranked = scores.detach()
+        lo = max(0, first - 1)                                               # j < lo is allowed for every chunk m
+        allowed = torch.arange(lo, n, device=keys.device) < (chunks[:, None] - 1)  # (m, n - lo): j < m - 1
+        noise = None
         if self.training and self.config.gca_gumbel > 0:
             # Gumbel top-k = sampling k chunks without replacement ∝ exp(s / gumbel): explore beyond the current
             # favourites, as the paper does in training. The noise picks the chunks only; w uses the clean scores.
-            u = torch.rand_like(ranked).clamp(min=1e-20)
-            ranked = ranked - self.config.gca_gumbel * torch.log(-torch.log(u))
-        top = ranked.masked_fill(~allowed, float('-inf')).topk(top_k, dim=-1).indices  # (B, m, top_k), best first
-        valid = allowed.expand(B, -1, -1).gather(-1, top)                    # slots beyond the j < m - 1 chunks
-        selected = scores.gather(-1, top).masked_fill(~valid, torch.finfo(scores.dtype).min)
+            dtype = torch.float64 if keys.dtype == torch.float64 else torch.float32  # that of the scores
+            u = torch.rand(B, len(chunks), n, device=keys.device, dtype=dtype)
+            noise = -self.config.gca_gumbel * torch.log(-torch.log(u.clamp(min=1e-20)))
+        # The (B, m, n) scores are the one cost that grows with the stream. Touch them as few times as possible
+        # (1/√C applied to the queries, the mask to the columns it can change), a few batch rows at a time: all rows
+        # at once would be a fresh block paged in at every call, 1 GiB for 16 prompts at 1M in calls of 4,096.
+        step = max(1, (1 << 22) // (len(chunks) * n))                        # rows per block: <= 4M scores
+        top, selected = [], []
+        for rows in (slice(b, b + step) for b in range(0, B, step)):
+            # Scores and noise in float32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so nearby scores
+            # tie at the k-th place and the noise's largest values are capped, and the top-k sets come out different.
+            with torch.autocast(keys.device.type, enabled=False):
+                scores = (at_least_fp32(asking[rows]) / math.sqrt(C)) @ at_least_fp32(keys[rows]).transpose(1, 2)
+            scores[..., lo:].masked_fill_(~allowed, float('-inf'))          # s_{m-1,j}, (b, m, n)
+            ranked = scores.detach() if noise is None else scores.detach() + noise[rows]
+            top.append(ranked.topk(top_k, dim=-1).indices)                   # (b, m, top_k), best first
+            selected.append(scores.gather(-1, top[-1]))
+        top, selected = torch.cat(top), torch.cat(selected)
+        valid = top < (chunks[:, None] - 1)                                  # slots beyond the j < m - 1 chunks
+        selected = selected.masked_fill(~valid, torch.finfo(selected.dtype).min)
         weights = torch.softmax(selected, dim=-1) * valid                    # w; all 0 for chunks 0 and 1
         return torch.where(valid, top, 0), weights                           # empty slots point at chunk 0, weight 0
 

@@ -2,11 +2,13 @@
 neighbours picked by sorting Python floats, one explicit softmax per (token, neighbour)."""
 
 import math
+import types
+from typing import NamedTuple
 
 import pytest
 import torch
 
-from model import GPT, GPTConfig, ATTENTION, ChunkRetriever
+from model import GPT, GPTConfig, ATTENTION, ChunkRetriever, Retrieved
 
 
 @pytest.fixture(autouse=True)
@@ -264,6 +266,159 @@ def test_store_grows_by_its_stated_bytes_per_token_and_the_rest_does_not_grow():
     assert store.nbytes() - store.tail.numel() * 8 == n_done * c.gca_chunk * per_token
     assert max(windows) == max(windows[:8])  # each layer keeps gca_window - 1 tokens of K/V
 
+
+# ---------------------------------------------------------------------------------------------
+# The store grows in place (buffers that double) and answers as the store it replaced, which concatenated.
+
+class ConcatStore(NamedTuple):
+    keys: torch.Tensor
+    queries: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    tail: torch.Tensor
+
+
+def concat_retriever_forward(self, h, store):
+    """ChunkRetriever.forward and retrieve as they were before the buffers, kept literally as the reference: the
+    store copied by torch.cat at every call, the scores divided by √C and masked over every column."""
+    c, (B, T, C) = self.config, h.shape
+    Lc, H, D = c.gca_chunk, c.n_head, c.head_size
+    t0 = 0 if store is None else store.keys.size(1) * Lc + store.tail.size(1)
+    u = self.ln(h) if store is None else torch.cat((store.tail, self.ln(h)), dim=1)
+    n_new = u.size(1) // Lc
+    done = u[:, :n_new * Lc].view(B, n_new, Lc, C)
+    e = done.mean(2)
+    k, v = self.c_kv(done).view(B, n_new, Lc, 2, H, D).permute(3, 0, 1, 4, 2, 5)
+    new = ConcatStore(self.c_key(e), self.c_query(e), k, v, u[:, n_new * Lc:])
+    store = new if store is None else ConcatStore(*(torch.cat((old, x.to(old.device)), dim=1)
+                                                    for old, x in zip(store[:4], new[:4])), new.tail)
+    first, last = t0 // Lc, (t0 + T - 1) // Lc
+    chunks = torch.arange(first, last + 1)
+    queries, keys = store.queries, store.keys
+    n, top_k = keys.size(1), min(c.gca_topk, keys.size(1))
+    if top_k == 0:
+        index, weights = chunks.new_zeros(B, len(chunks), 0), keys.new_zeros(B, len(chunks), 0)
+    else:
+        asking = queries[:, (chunks - 1).clamp(min=0)]
+        scores = asking @ keys.transpose(1, 2) / math.sqrt(C)
+        allowed = torch.arange(n) < (chunks[:, None] - 1)
+        top = scores.masked_fill(~allowed, float('-inf')).topk(top_k, dim=-1).indices
+        valid = allowed.expand(B, -1, -1).gather(-1, top)
+        selected = scores.gather(-1, top).masked_fill(~valid, torch.finfo(scores.dtype).min)
+        index, weights = torch.where(valid, top, 0), torch.softmax(selected, dim=-1) * valid
+    batch = torch.arange(B)[:, None, None]
+    return Retrieved(store.k[batch, index], store.v[batch, index], weights, t0 - first * Lc), store
+
+
+def stream_pieces(model, idx, pieces, state=None):
+    outputs, start = [], 0
+    for n in pieces:
+        out, _, state = model(idx[:, start:start + n], state=state)
+        outputs.append(out)
+        start += n
+    return torch.cat(outputs, dim=1), state
+
+
+@pytest.mark.parametrize('mode', ['no_grad', 'inference_mode', 'grad'])  # in place; in place; copied every call
+@pytest.mark.parametrize('pieces', [[203], [3, 37, 1, 8, 16, 60, 2, 76], [8] * 25 + [3], [1] * 40 + [163]])
+def test_store_grown_in_place_answers_as_the_concatenating_store(pieces, mode):
+    torch.manual_seed(0)
+    model = GPT(tiny_gca()).eval()
+    idx = torch.randint(0, 61, (2, 203))  # 25 chunks and 3 tokens: the buffers double 4 times or more
+    context = {'no_grad': torch.no_grad, 'inference_mode': torch.inference_mode, 'grad': torch.enable_grad}[mode]
+    with context():
+        one_call = model(idx)[0]
+        logits, state = stream_pieces(model, idx, pieces)
+        model.retriever.forward = types.MethodType(concat_retriever_forward, model.retriever)
+        concat, concat_state = stream_pieces(model, idx, pieces)
+    assert_close_rel(logits, concat, tol=1e-12)
+    assert_close_rel(logits, one_call, tol=1e-12)
+    store, old = state[-1], concat_state[-1]
+    assert store.n == old.keys.size(1) == 25 and torch.equal(store.tail, old.tail)
+    for name in ('keys', 'queries', 'k', 'v'):
+        assert_close_rel(getattr(store, name), getattr(old, name), tol=1e-12)
+
+
+def test_one_prompt_state_serves_continuations_that_interleave():
+    """The buffers are shared by a state and the states that extend it: a continuation of an older state must not
+    write over the chunks of another continuation (one prompt, several samples)."""
+    torch.manual_seed(0)
+    model = GPT(tiny_gca()).eval()
+    prompt, a, b = (torch.randint(0, 61, (2, n)) for n in (48, 40, 40))
+    with torch.inference_mode():
+        _, state = stream_pieces(model, prompt, [40, 8])   # 6 chunks in buffers of 10: room for 4 more
+        a1, _, state_a = model(a[:, :20], state=state)     # chunks 6 and 7, written in place
+        b1, _, state_b = model(b[:, :20], state=state)     # its chunks 6 and 7 would overwrite a's
+        a2, _, _ = model(a[:, 20:], state=state_a)
+        b2, _, _ = model(b[:, 20:], state=state_b)
+        assert_close_rel(torch.cat((a1, a2), 1), model(torch.cat((prompt, a), 1))[0][:, 48:], tol=1e-12)
+        assert_close_rel(torch.cat((b1, b2), 1), model(torch.cat((prompt, b), 1))[0][:, 48:], tol=1e-12)
+
+
+def test_a_store_from_inference_mode_streams_on_outside_it_and_moves_its_kv():
+    torch.manual_seed(0)
+    model = GPT(tiny_gca()).eval()
+    idx = torch.randint(0, 61, (2, 120))
+    with torch.inference_mode():
+        _, state = stream_pieces(model, idx, [40, 10])  # room left in the buffers, but they are inference tensors
+    with torch.no_grad():
+        logits, _, state = model(idx[:, 50:80], state=state)
+        state[-1] = state[-1].kv_to('cpu')  # where a GPU's store would offload its k and v
+        more, _, _ = model(idx[:, 80:], state=state)
+        assert_close_rel(torch.cat((logits, more), 1), model(idx)[0][:, 50:], tol=1e-12)
+
+
+def test_gradients_flow_through_a_streamed_store_as_through_one_call():
+    torch.manual_seed(0)
+    model = GPT(tiny_gca()).eval()
+    idx = torch.randint(0, 61, (2, 57))
+    # the third call's chunk would fit in the buffers that the second call's retrieval read (and autograd saved)
+    y, g = values_and_grads(model, lambda i: stream_pieces(model, i, [17, 8, 8, 24])[0], idx)
+    y_one, g_one = values_and_grads(model, lambda i: model(i)[0], idx)
+    assert_close_rel(y, y_one, tol=1e-12)
+    for name in g:
+        assert_close_rel(g[name], g_one[name], tol=1e-10)
+
+
+def test_store_is_reallocated_log_n_times_and_otherwise_written_in_place():
+    """The store's upkeep per call does not grow with the stream: over 500 calls (312 chunks) the buffers move
+    only when their capacity doubles; every other call writes its chunks into the free rows of the same buffers."""
+    model = GPT(tiny_gca()).eval()
+    c, state, moves, pointers = model.config, None, 0, None
+    with torch.inference_mode():
+        for _ in range(500):
+            _, _, state = model(torch.randint(0, 61, (1, 5)), state=state, last_logits=0)
+            now = tuple(t.data_ptr() for t in state[-1].buffers.tensors())
+            moves += now != pointers
+            pointers = now
+    store = state[-1]
+    assert store.n == 2500 // c.gca_chunk
+    assert moves <= 2 + math.ceil(math.log2(store.n)), moves  # the first call's rows, then capacity 1, 2, 4, ... 512
+    assert store.buffers.keys.size(1) < 2 * store.n  # the spare capacity is less than what is held
+
+
+def test_bench_gca_store_times_every_part_and_refuses_to_overwrite(tmp_path):
+    """scripts/bench_gca_store.py on a tiny stream: every part timed, the store's bytes and moves reported, and an
+    existing --json is kept unless --force."""
+    import importlib.util
+    import json
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'bench_gca_store.py')
+    spec = importlib.util.spec_from_file_location('bench_gca_store', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / 'store.json'
+    bench.main(['--batch', '2', '--len', '1K', '--call', '128', '--json', str(out)])
+    report = json.loads(out.read_text())
+    gca, infini = report['runs']
+    assert [m['len'] for m in gca['marks']] == [1024] and gca['store_chunks'] == 1024 // 16
+    assert gca['store_allocations'] == 4  # 8 chunks per call: capacity 8, 16, 32, 64
+    assert gca['store_bytes'] == 2 * 1024 * (2 + 2 / 16) * 64 * 4 and gca['peak_rss_bytes'] > gca['store_bytes']
+    for part in ('attention_ms', 'scoring_ms', 'upkeep_ms'):
+        assert gca['marks'][0][part] > 0, part
+    assert infini['marks'][0]['scoring_ms'] == 0 and 'store_bytes' not in infini
+    with pytest.raises(SystemExit, match='--force'):
+        bench.main(['--batch', '2', '--len', '1K', '--json', str(out)])
 
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
