@@ -17,6 +17,8 @@ it cheap. Each rank computes exactly what the single-process layer computes for 
   long window is split across devices, the time is not).
 - local: nothing to do, once segment_len divides L no segment crosses a rank.
 - full: not supported (it needs ring attention).
+- gca: not supported (a chunk retrieves from every earlier chunk of the window, and the sliding window and the
+  chunks cross ranks; plain per-slice gca would silently be another model).
 
 Collectives are torch.autograd.Functions (all-gather forward, reduce-scatter backward; send forward, receive
 the gradient backward), so loss.backward() on every rank gives each rank the gradient of the sum of all ranks'
@@ -36,9 +38,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import (DilatedAttention, FullAttention, InfiniAttention, InfiniState, LocalAttention, Memory,
-                   at_least_fp32, attend_kept_rows, dilated_pattern, head_offsets, mix_patterns, rope, scatter_rows,
-                   sigma)
+from model import (ChunkRetriever, DilatedAttention, FullAttention, GroupedCrossAttention, InfiniAttention, InfiniState,
+                   LocalAttention, Memory, SlidingWindowAttention, at_least_fp32, attend_kept_rows, dilated_pattern,
+                   head_offsets, mix_patterns, rope, scatter_rows, sigma)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,12 +48,16 @@ from model import (DilatedAttention, FullAttention, InfiniAttention, InfiniState
 
 FULL_IS_NOT_PARALLEL = ("attn='full' has no sequence-parallel mode (it would need ring attention); use "
                         "attn='dilated', 'infini' or 'local', or seq_parallel=1")
+GCA_IS_NOT_PARALLEL = ("attn='gca' has no sequence-parallel mode (each chunk retrieves from all earlier chunks of the "
+                       "window, across ranks); use seq_parallel=1 (processes then split the batch), or attn='dilated', "
+                       "'infini' or 'local'")
+NOT_PARALLEL = {'full': FULL_IS_NOT_PARALLEL, 'gca': GCA_IS_NOT_PARALLEL}
 
 
 def check_sequence_parallel(config, seq_len, world):
     """Raise ValueError (what to change) unless a window of seq_len tokens of this model splits over `world` ranks."""
-    if config.attn == 'full':
-        raise ValueError(FULL_IS_NOT_PARALLEL)
+    if config.attn in NOT_PARALLEL:
+        raise ValueError(NOT_PARALLEL[config.attn])
     for problem in split_problems(config, seq_len, world):
         ok = [p for p in range(1, 65) if not any(split_problems(config, seq_len, p))]
         raise ValueError(f"{problem}; try seq_parallel in {ok}" if len(ok) > 1 else f"{problem}; change seq_len")
@@ -312,8 +318,11 @@ def make_sequence_parallel(model, group=None, seq_len=None):
     """Turn a GPT's attention layers, in place, into their sequence-parallel siblings over `group` (parameters,
     optimizer and checkpoints untouched, like nn.SyncBatchNorm.convert_sync_batchnorm). With seq_len, check now
     that such windows split (ValueError saying what to change) and create the subgroups the dilated patterns need."""
-    if any(isinstance(module, FullAttention) for module in model.modules()):
-        raise ValueError(FULL_IS_NOT_PARALLEL)
+    for module in model.modules():  # by the layers held (a lone layer's config may name another kind)
+        if isinstance(module, FullAttention):
+            raise ValueError(FULL_IS_NOT_PARALLEL)
+        if isinstance(module, (SlidingWindowAttention, ChunkRetriever, GroupedCrossAttention)):
+            raise ValueError(GCA_IS_NOT_PARALLEL)
     group = group or dist.group.WORLD
     world = dist.get_world_size(group)
     if seq_len is not None:

@@ -205,6 +205,7 @@ def _worker(rank, world, init_file, out_dir):
                 results[key] = {'exception': traceback.format_exc()}
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump(results, f)
+    dist.barrier()  # as train.main does: no rank exits while a gloo worker thread may still free a collective's work
     dist.destroy_process_group()
 
 
@@ -304,6 +305,20 @@ def test_windows_that_do_not_split_raise_a_clear_value_error():
         make_sequence_parallel(GPT(full))
     with pytest.raises(ValueError, match='divisible'):
         shard_sequence(torch.zeros(1, 10, dtype=torch.long), None, 0, 4)
+
+
+def test_gca_is_refused_for_sequence_parallel_in_one_line_saying_what_to_do():
+    # per-slice gca would run silently, each rank retrieving only from its own chunks: another model
+    gca = GPTConfig(vocab_size=61, n_layer=2, n_head=4, n_embd=32, attn='gca', gca_window=8, gca_chunk=4,
+                    gca_topk=2, gca_lower_layers=1)
+    says = (r"^attn='gca' has no sequence-parallel mode .*; "
+            r"use seq_parallel=1 .*, or attn='dilated', 'infini' or 'local'$")
+    with pytest.raises(ValueError, match=says):
+        check_sequence_parallel(gca, 32, 2)
+    with pytest.raises(ValueError, match=says):
+        make_sequence_parallel(GPT(gca))  # by the layers it holds, before any process group is needed
+    with pytest.raises(ValueError, match=says):
+        communication_per_layer(gca, 32, 2)
 
 
 def test_dilated_communication_does_not_grow_with_the_sequence():
