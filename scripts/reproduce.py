@@ -262,6 +262,9 @@ def run_stage(stage, record, over, env):
             resumed_from = rec.get('iter_num')
         else:
             command.append(f"--init_from={record.fill(stage.init_from)}")
+            if record.present(stage):  # its plan changed (another signature) or its run failed: train it anew
+                print(f"{stage.name}: training again from the start; its old checkpoint is replaced")
+                command.append('--overwrite=True')
             rec = {}  # a fresh start: earlier attempts no longer count towards its wall time
     rec = dict(rec, status='running', signature=record.signature(stage), attempts=rec.get('attempts', []))
     record.put(stage, rec)
