@@ -205,8 +205,11 @@ def _worker(rank, world, init_file, out_dir):
                 results[key] = {'exception': traceback.format_exc()}
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump(results, f)
-    dist.barrier()  # as train.main does: no rank exits while a gloo worker thread may still free a collective's work
+    # As train.main does: wait for every rank, then leave without the interpreter's shutdown, in which a gloo worker
+    # thread still freeing a collective's tensors would abort the process (SIGABRT).
+    dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)
 
 
 def spawn(world, tmp):
