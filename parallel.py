@@ -30,17 +30,62 @@ losses with respect to its slice and to its use of the weights; summing paramete
     x, y = shard_sequence(x, y, sp_rank, seq_parallel)    # the same window on every rank of the group
     logits, _, _ = model(x)
     loss = sequence_parallel_loss(logits, y, group)       # then DDP's mean over ranks = the window's mean loss
+
+train.py starts its processes here too (setup_processes, split_processes: torchrun's ranks, which split each window
+and which the batch).
 """
 
+import os
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from configurator import ConfigError
 from model import (ChunkRetriever, DilatedAttention, FullAttention, GroupedCrossAttention, InfiniAttention, InfiniState,
                    LocalAttention, Memory, SlidingWindowAttention, at_least_fp32, attend_kept_rows, dilated_pattern,
                    head_offsets, mix_patterns, rope, scatter_rows, sigma)
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py's processes: torchrun's ranks, and how they split each window and the batch
+
+def setup_processes(cfg):
+    """(ddp, rank, local_rank, world_size, device). torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them
+    this is the only process. The backend follows the device: nccl for GPUs, gloo for CPU processes."""
+    device = cfg['device'] if cfg['device'] != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but torch sees no CUDA GPU; use --device=cpu")
+    if device.startswith('cuda'):  # TF32 matmuls: ~2x faster on Ampere and later, precision the training does not miss
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if not ('RANK' in os.environ and 'WORLD_SIZE' in os.environ):
+        return False, 0, 0, 1, device
+    backend = cfg['backend'] if cfg['backend'] != 'auto' else ('nccl' if device.startswith('cuda') else 'gloo')
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    return True, dist.get_rank(), local_rank, dist.get_world_size(), device
+
+
+def split_processes(cfg, ddp, rank, world):
+    """(sp_group, sp_rank, dp_rank, dp_world, micro-steps per process): groups of seq_parallel consecutive ranks
+    split each window; the dp_world groups (replicas) draw different windows."""
+    sp = cfg['seq_parallel']
+    if sp > 1 and not ddp:
+        raise ConfigError(f"seq_parallel={sp} needs torchrun --nproc_per_node {sp} (or a multiple)")
+    try:
+        sp_group, sp_rank, dp_rank, dp_world = init_sequence_parallel(sp) if sp > 1 else (None, 0, rank, world)
+    except ValueError as e:
+        raise ConfigError(str(e))
+    gas = cfg['gradient_accumulation_steps']
+    if gas % dp_world:
+        raise ConfigError(f"gradient_accumulation_steps={gas} is the total over all {dp_world} processes and must be "
+                          f"a multiple of it; try --gradient_accumulation_steps={max(dp_world, gas - gas % dp_world)}")
+    return sp_group, sp_rank, dp_rank, dp_world, gas // dp_world
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from checkpoint import (CheckpointError, Saver, StopRequest, check_out_dir, init
 from configurator import (MODEL_KEYS, ConfigError, check_config, command_line_keys, describe, get_config,
                           resume_settings, thread_count)
 from model import GPT, GPTConfig
-from parallel import init_sequence_parallel, make_sequence_parallel, sequence_parallel_loss, shard_sequence
+from parallel import make_sequence_parallel, sequence_parallel_loss, setup_processes, shard_sequence, split_processes
 from sample import measure_threads, plot_losses
 
 # -----------------------------------------------------------------------------
@@ -121,40 +121,6 @@ def read_config(argv):
         resumed = resume_settings(cfg, ckpt, explicit, command_line_keys(argv), ckpt_path)
         check_config(cfg)
     return cfg, explicit, ckpt, source, resumed
-
-
-def setup_processes(cfg):
-    """(ddp, rank, local_rank, world_size, device). torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them
-    this is the only process. The backend follows the device: nccl for GPUs, gloo for CPU processes."""
-    device = cfg['device'] if cfg['device'] != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but torch sees no CUDA GPU; use --device=cpu")
-    if not ('RANK' in os.environ and 'WORLD_SIZE' in os.environ):
-        return False, 0, 0, 1, device
-    backend = cfg['backend'] if cfg['backend'] != 'auto' else ('nccl' if device.startswith('cuda') else 'gloo')
-    local_rank = int(os.environ.get('LOCAL_RANK', 0))
-    if device.startswith('cuda'):
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
-    return True, dist.get_rank(), local_rank, dist.get_world_size(), device
-
-
-def split_processes(cfg, ddp, rank, world):
-    """(sp_group, sp_rank, dp_rank, dp_world, micro-steps per process): groups of seq_parallel consecutive ranks
-    split each window; the dp_world groups (replicas) draw different windows."""
-    sp = cfg['seq_parallel']
-    if sp > 1 and not ddp:
-        raise ConfigError(f"seq_parallel={sp} needs torchrun --nproc_per_node {sp} (or a multiple)")
-    try:
-        sp_group, sp_rank, dp_rank, dp_world = init_sequence_parallel(sp) if sp > 1 else (None, 0, rank, world)
-    except ValueError as e:
-        raise ConfigError(str(e))
-    gas = cfg['gradient_accumulation_steps']
-    if gas % dp_world:
-        raise ConfigError(f"gradient_accumulation_steps={gas} is the total over all {dp_world} processes and must be "
-                          f"a multiple of it; try --gradient_accumulation_steps={max(dp_world, gas - gas % dp_world)}")
-    return sp_group, sp_rank, dp_rank, dp_world, gas // dp_world
 
 
 def time_passes(model, x, autocast, threads, passes, give_up=float('inf')):
@@ -451,7 +417,18 @@ def main(argv=None):
         if not finished:  # e.g. missing data: leave no empty out_dir behind
             remove_if_empty(made)
         if dist.is_initialized():
+            if finished:  # every rank ran the same collectives, so this one is matched (after a failure, maybe not)
+                dist.barrier()  # no rank closes its connections while another is still in a collective
             dist.destroy_process_group()
+            if finished:
+                # Then leave without the interpreter's shutdown. gloo's worker threads outlive destroy_process_group
+                # (DDP keeps the group referenced) and may still be freeing the last collectives' tensors, which
+                # takes the GIL; once the interpreter finalizes, Python ends such a thread inside a C++ destructor:
+                # "terminate called without an active exception", SIGABRT, a failed job after a finished run.
+                # Everything is written by now (checkpoint, logs); only stdout and stderr may hold buffered text.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
 
 
 def train(argv, made_dirs):
@@ -465,9 +442,6 @@ def train(argv, made_dirs):
     sp = (sp_group, sp_rank, cfg['seq_parallel'])
     tokens_per_iter = gas * dp_world * cfg['batch_size'] * cfg['seq_len']
     seed_everything(cfg['seed'] + rank)
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     if master:
         made_dirs.extend(check_out_dir(out_dir))
 
