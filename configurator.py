@@ -209,6 +209,10 @@ def check_config(cfg):
         raise ConfigError(f"passkey_loss={cfg['passkey_loss']!r}: use 'answer' or 'all'")
     if cfg['dataset'] == 'passkey' and cfg['passkey_loss'] == 'all' and cfg['seq_parallel'] > 1:
         raise ConfigError("passkey_loss='all' does not work with seq_parallel > 1; use passkey_loss='answer'")
+    if cfg['seq_parallel'] > 1:
+        from parallel import NOT_PARALLEL  # imported here: parallel.py imports this module
+        if cfg['attn'] in NOT_PARALLEL:  # said before any process, data or model is set up
+            raise ConfigError(NOT_PARALLEL[cfg['attn']])
     if cfg['seq_parallel'] > 1 and cfg['compile']:
         raise ConfigError(f"seq_parallel={cfg['seq_parallel']} does not work with compile=True; use --compile=False")
     if cfg['backend'] not in ('auto', 'nccl', 'gloo'):

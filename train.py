@@ -38,7 +38,7 @@ from checkpoint import (CheckpointError, Saver, StopRequest, check_out_dir, init
                         refuse_to_replace, remove_if_empty, restore_training_state)
 from configurator import (MODEL_KEYS, ConfigError, check_config, command_line_keys, describe, get_config,
                           resume_settings, thread_count)
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig  # noqa: F401 (GPT: train.GPT, as in nanoGPT, for scripts and tests)
 from parallel import make_sequence_parallel, sequence_parallel_loss, setup_processes, shard_sequence, split_processes
 from sample import measure_threads, plot_losses
 
@@ -387,7 +387,8 @@ def report_eval(row, saver, master):
 def report_end(log, model, cfg, saver, iter_num, seconds, val_loss):
     """The lines printed after the last step, and loss.png."""
     c, out_dir = model.config, cfg['out_dir']
-    plot = plot_losses(log.rows, os.path.join(out_dir, 'loss.png'), f"{c.attn}, {c.n_layer} layers, seq_len {cfg['seq_len']}")
+    title = f"{c.attn}, {c.n_layer} layers, seq_len {cfg['seq_len']}"
+    plot = plot_losses(log.rows, os.path.join(out_dir, 'loss.png'), title)
     print(f"done: {iter_num} steps, {seconds:.0f} s this run, final val loss {val_loss:.4f}")
     print(f"checkpoint: {saver.path if saver.last_step is not None else '(none)'}")
     if memory_gates(model):
@@ -502,7 +503,8 @@ def train(argv, made_dirs):
             if stop_asked and stop.signum is None:
                 stop.signum = signal.SIGTERM  # another process was asked to stop
             if not math.isfinite(lossf):
-                again = ", resuming from it with --init_from=resume --learning_rate=N" if saver.last_step is not None else ""
+                saved = saver.last_step is not None
+                again = ", resuming from it with --init_from=resume --learning_rate=N" if saved else ""
                 raise SystemExit(f"error: training loss is {lossf} at step {iter_num} (lr {lr:.3g}); stopping "
                                  f"without saving. Last good checkpoint: {saver.last_good()}. Try a lower "
                                  f"learning_rate{again}.")

@@ -174,3 +174,10 @@ def test_help_lists_every_key(capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert all(f"--{k}" in out for k in DEFAULTS)
+
+
+@pytest.mark.parametrize("attn", ["full", "gca"])
+def test_a_kind_without_sequence_parallelism_is_refused_before_anything_starts(attn):
+    config, _ = get_config(DEFAULTS, [f"--attn={attn}", "--seq_parallel=2", "--dataset=tokens"])
+    with pytest.raises(ConfigError, match=f"attn='{attn}' has no sequence-parallel mode"):
+        check_config(config)
