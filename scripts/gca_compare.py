@@ -78,6 +78,9 @@ def train(kind, args):
     cmd = [sys.executable, 'train.py', f'configs/tiny_{kind}.py', f'--data_dir={args.data_dir}',
            f'--out_dir={out_dir}', f'--max_iters={args.max_iters}', f'--eval_interval={args.max_iters}',
            '--device=cpu', f'--seed={args.seed}']
+    if os.path.exists(path):  # unfinished, or --retrain: this work folder's own checkpoint, trained again
+        print(f"{kind}: training again; replaces {path}")
+        cmd.append('--overwrite=True')
     print(' '.join(cmd[1:]), flush=True)
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()

@@ -104,6 +104,9 @@ def train(name, overrides, n_stages, args):
             os.makedirs(stage_dir, exist_ok=True)
             cmd = ['train.py', config, *overrides, *init, f'--out_dir={stage_dir}', f'--threads={args.threads}',
                    *args.train_args]
+            if os.path.exists(ckpt):  # a stage stopped before its summary: this folder's own, trained again
+                print(f"[{name}] {ckpt} has no summary (an interrupted stage): training it again", flush=True)
+                cmd.append('--overwrite=True')
             print(f"[{name}] python {' '.join(cmd)}", flush=True)
             seconds = run(cmd, os.path.join(stage_dir, 'train.out'), args.threads)
             log = os.path.join(stage_dir, 'log.jsonl')

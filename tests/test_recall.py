@@ -183,3 +183,15 @@ def test_only_the_full_recipe_writes_the_tracked_results(tmp_path, monkeypatch, 
         recall.main(argv + ['--work', str(tmp_path / 'work'), '--plot', ''])
     path = where.replace('work/', f'{tmp_path}/work/')
     assert str(e.value.code) == f'{path} True'  # the default is replaced: the recipe regenerates its own results
+
+
+def test_an_interrupted_stage_is_trained_again_in_its_own_folder(tmp_path):
+    """A stage whose checkpoint was saved (Ctrl-C) but whose summary was not: the driver trains it again, telling
+    train.py to replace that checkpoint (a fresh train.py run refuses an out_dir that holds one)."""
+    work = tmp_path / 'work'
+    assert run_recall(*TINY, '--trials', '1', '--work', str(work)).returncode == 0
+    (work / 'local' / 'stage2' / 'summary.json').unlink()  # the last stage: nothing after it depends on it
+    done = run_recall(*TINY, '--trials', '1', '--work', str(work))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'has no summary (an interrupted stage): training it again' in done.stdout
+    assert (work / 'local' / 'stage2' / 'summary.json').exists()
