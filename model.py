@@ -67,8 +67,9 @@ class GPTConfig:
             yield f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
         elif self.n_head >= 1 and (self.n_embd // self.n_head) % 2 != 0:
             yield f"head size n_embd/n_head={self.n_embd // self.n_head} must be even for rotary embeddings"
-        if len(self.gate_init) == 0 or self.n_head % len(self.gate_init):
-            yield f"gate_init {self.gate_init}: n_head={self.n_head} must be a multiple of its length (β per head, repeated)"
+        if self.attn == 'infini' and (len(self.gate_init) == 0 or self.n_head % len(self.gate_init)):
+            yield (f"gate_init {self.gate_init}: n_head={self.n_head} must be a multiple of its length (β per head, "
+                   f"repeated); set both, e.g. --n_head=2 --gate_init=(3,-3)")
         if self.mem_update not in ('linear', 'delta'):
             yield f"mem_update={self.mem_update!r} must be 'linear' or 'delta'"
         if not 0.0 <= self.dropout < 1.0:

@@ -68,17 +68,17 @@ DEFAULTS = dict(
     gradient_accumulation_steps=1,  # micro-steps per optimizer step, summed over all processes
     # model (model.GPTConfig; vocab_size comes from the data's tokenizer)
     n_layer=2,
-    n_head=2,
+    n_head=4,
     n_embd=64,
     dropout=0.0,
     bias=False,
     attn='infini',               # 'full' | 'local' | 'infini' | 'dilated' | 'gca'
     segment_len=32,
     mem_update='linear',         # infini: 'linear' | 'delta'
-    gate_init=(3.0, -3.0),       # infini: β of each head at the start: one head on memory, one on local attention
+    gate_init=(3.0, -3.0, -3.0, -3.0),  # infini: β of each head at the start: one on memory, three on local attention
     # AdamW
     learning_rate=1e-2,
-    max_iters=1500,
+    max_iters=2200,
     weight_decay=0.1,            # matrices only
     beta1=0.9,
     beta2=0.95,

@@ -5,7 +5,7 @@ float rounding). This trains one config once per seed x thread count and reports
 which the answer's val loss fell below 0.1 (evaluated every --eval_every steps), the final val loss, and passkey.py's
 exact match on new keys at start and middle; then min / median / max over the runs and how many never got there.
 
-    python scripts/convergence.py                    # the quick start: seeds 1-8 x 1 and 2 threads (~40 min)
+    python scripts/convergence.py                    # the quick start: seeds 1-8 x 1 and 2 threads (~50 min)
     python scripts/convergence.py --config recall_infini --seeds 1-4 --threads 2 --json out-convergence/recall.json
 
 Runs are subprocesses (train.py, then passkey.py), one at a time, in --work/<config>/seed<S>_t<T>; a finished run

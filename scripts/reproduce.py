@@ -113,7 +113,7 @@ def run_settings(run, e, iters):
 
 def train(name, config, settings, data, needs=(), init_from='scratch'):
     out = '{work}/' + name.rsplit('/', 1)[0]
-    arg = lambda v: '(' + ','.join(map(str, v)) + ')' if isinstance(v, tuple) else str(v)  # tuples without spaces
+    arg = lambda v: f"({','.join(map(str, v))}{',' * (len(v) == 1)})" if isinstance(v, tuple) else str(v)  # no spaces
     command = ['train.py', config] + [f"--{k}={arg(v)}" for k, v in settings.items()] + [f"--out_dir={out}"]
     tokens = math.prod(settings[k] for k in ('max_iters', 'batch_size', 'gradient_accumulation_steps', 'seq_len'))
     return Stage(name, 'train', command + ([f"--data_dir={data}"] if data else []), [f"{out}/ckpt.pt"], list(needs),
@@ -145,7 +145,7 @@ def build_plan(scale_name):
     # fine-tuning config (written for the paper's segment of 2048) can change them.
     from configurator import read_config_file
     model_keys = {k: v for k, v in read_config_file(os.path.join(REPO, config)).items()
-                  if k in ('n_layer', 'n_head', 'n_embd', 'bias')}
+                  if k in ('n_layer', 'n_head', 'n_embd', 'bias', 'gate_init')}
     for corpus, folder in CORPORA.items():  # exp1, and exp2 right after the pg19 checkpoint it fine-tunes
         for run in KINDS:
             base, settings = f"exp1/{corpus}/{run}", run_settings(run, e1, e1['iters'][corpus])

@@ -181,3 +181,23 @@ def test_a_kind_without_sequence_parallelism_is_refused_before_anything_starts(a
     config, _ = get_config(DEFAULTS, [f"--attn={attn}", "--seq_parallel=2", "--dataset=tokens"])
     with pytest.raises(ConfigError, match=f"attn='{attn}' has no sequence-parallel mode"):
         check_config(config)
+
+
+def test_the_quick_start_starts_each_layer_with_one_memory_head_and_three_local_ones():
+    """The quick start's heads (docs/recall.md#how-surely-it-learns-seeds-and-threads): in every layer one head of 16
+    reads ~95% from memory and three ~95% from local attention, which build the context the memory's keys need."""
+    import torch
+    from configurator import MODEL_KEYS
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=256, **{k: DEFAULTS[k] for k in MODEL_KEYS}))
+    assert model.config.head_size == 16
+    for block in model.blocks:
+        assert torch.sigmoid(block.attn.gate).tolist() == pytest.approx([0.9526, 0.0474, 0.0474, 0.0474], abs=1e-4)
+
+
+def test_gate_init_is_checked_only_where_there_are_gates_and_the_message_says_to_set_both():
+    """The defaults' four gates (the quick start's) must not break a local/full/dilated config with 2 heads (the
+    gates exist only for attn='infini'); an Infini model with 2 heads and four gates is told what to set."""
+    check_config(get_config(DEFAULTS, ["--attn=local", "--n_head=2"])[0])
+    with pytest.raises(ConfigError, match=r"n_head=2 must be a multiple .* set both, e\.g\. --n_head=2 --gate_init=\(3,-3\)"):
+        check_config(get_config(DEFAULTS, ["--n_head=2"])[0])

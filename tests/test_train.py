@@ -44,7 +44,8 @@ def data_dir(tmp_path_factory):
 
 
 def tiny(data_dir, out_dir, *extra):
-    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--dataset=tokens", "--n_layer=2", "--n_head=2", "--n_embd=32",
+    return [f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--dataset=tokens", "--n_layer=2", "--n_head=2",
+            "--gate_init=(3,-3)", "--n_embd=32",
             "--segment_len=16", "--seq_len=64", "--batch_size=4", "--max_iters=20", "--eval_interval=10",
             "--eval_iters=2", "--warmup_iters=2", "--learning_rate=3e-3", "--min_lr=3e-4", *extra]
 
@@ -136,7 +137,7 @@ def test_resume_keeps_the_checkpoints_training_settings_unless_overridden(data_d
     out = capsys.readouterr().out
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")  # exact: the same schedule and batches
     line = next(line for line in out.splitlines() if line.startswith("resume "))
-    assert "kept the checkpoint's" in line and "max_iters=10 (not 1500)" in line and "changed" not in line
+    assert "kept the checkpoint's" in line and "max_iters=10 (not 2200)" in line and "changed" not in line
     train.main(bare + ["--max_iters=12", "--eval_interval=4"])
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("resume "))
     assert line.endswith("; changed on the command line: max_iters 10 -> 12")
@@ -449,3 +450,35 @@ def test_more_threads_than_cores_and_a_folder_as_checkpoint_are_one_line(data_di
         train.main(tiny(data_dir, tmp_path / "ft", f"--init_from={tmp_path / 'pre'}"))
     with pytest.raises(CheckpointError, match="is a folder, not a checkpoint: pass the path of a ckpt.pt file"):
         load_checkpoint(str(tmp_path))
+
+
+def test_the_seed_sets_both_the_initial_weights_and_the_generated_examples(tmp_path, monkeypatch):
+    """--seed is the one knob for a seed sweep (scripts/convergence.py): the same seed gives the same start and the
+    same training and validation examples, another seed changes both."""
+    from passkey import PasskeyData
+    real_init, real_sample = train.init_model, PasskeyData.sample_batch
+    seen = {}
+
+    def init_model(*args, **kwargs):
+        model = real_init(*args, **kwargs)
+        seen['weights'] = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+        return model
+
+    def sample_batch(self, batch_size, seq_len, generator):
+        batch = real_sample(self, batch_size, seq_len, generator)
+        if batch_size == 2:  # not load_data's one-example length check, which is the same for every seed
+            seen['batches'].append(batch[0].clone())
+        return batch
+
+    monkeypatch.setattr(train, "init_model", init_model)
+    monkeypatch.setattr(PasskeyData, "sample_batch", sample_batch)
+    runs = []
+    for i, seed in enumerate((1, 1, 2)):
+        seen['batches'] = []
+        train.main([f"--out_dir={tmp_path / str(i)}", f"--seed={seed}", "--max_iters=1", "--batch_size=2",
+                    "--eval_iters=1", "--threads=1", "--device=cpu"])
+        runs.append((seen['weights'], seen['batches']))
+    (w1, b1), (w1_again, b1_again), (w2, b2) = runs
+    assert torch.equal(w1, w1_again) and all(torch.equal(a, b) for a, b in zip(b1, b1_again))
+    assert len(b1) == len(b2) >= 2  # training and validation examples
+    assert not torch.equal(w1, w2) and not any(torch.equal(a, b) for a, b in zip(b1, b2))
