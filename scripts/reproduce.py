@@ -111,10 +111,16 @@ def run_settings(run, e, iters):
                 gradient_accumulation_steps=gas, max_iters=iters, warmup_iters=warmup, lr_decay_iters=iters)
 
 
+def command_value(v):
+    """A --key=value value as train.py reads it back: tuples without spaces, and (0.0,) keeps its comma."""
+    if not isinstance(v, tuple):
+        return str(v)
+    return f"({','.join(map(str, v))}{',' if len(v) == 1 else ''})"
+
+
 def train(name, config, settings, data, needs=(), init_from='scratch'):
     out = '{work}/' + name.rsplit('/', 1)[0]
-    arg = lambda v: f"({','.join(map(str, v))}{',' * (len(v) == 1)})" if isinstance(v, tuple) else str(v)  # no spaces
-    command = ['train.py', config] + [f"--{k}={arg(v)}" for k, v in settings.items()] + [f"--out_dir={out}"]
+    command = ['train.py', config] + [f"--{k}={command_value(v)}" for k, v in settings.items()] + [f"--out_dir={out}"]
     tokens = math.prod(settings[k] for k in ('max_iters', 'batch_size', 'gradient_accumulation_steps', 'seq_len'))
     return Stage(name, 'train', command + ([f"--data_dir={data}"] if data else []), [f"{out}/ckpt.pt"], list(needs),
                  init_from, dict(settings=settings, config_file=config, tokens=tokens))
