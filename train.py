@@ -112,9 +112,11 @@ def read_config(argv):
     """(cfg, explicit keys, the checkpoint to start from or None, its path, a line about resumed settings or None).
     Everything here is checked before any process group, data or model exists."""
     cfg, explicit = get_config(DEFAULTS, argv)
-    check_config(cfg)
     ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
     ckpt, source = load_init_checkpoint(cfg['init_from'], ckpt_path)
+    if ckpt is not None and cfg['init_from'] != 'resume':  # a fine-tune: the model keys not set are the checkpoint's
+        cfg.update({k: v for k, v in ckpt['model_args'].items() if k in MODEL_KEYS and k not in explicit})
+    check_config(cfg)  # (so --n_head=2 alone fits a 2-head checkpoint's gates, not the defaults' four)
     refuse_to_replace(ckpt_path, cfg['init_from'], cfg['overwrite'])
     resumed = None
     if cfg['init_from'] == 'resume':

@@ -341,6 +341,16 @@ def test_fine_tuning_starts_from_the_weights_with_a_fresh_optimizer(data_dir, tm
         train.main(tiny(data_dir, tmp_path / "pre", f"--init_from={pre}"))
 
 
+def test_a_fine_tune_takes_the_model_keys_it_does_not_set_from_the_checkpoint(data_dir, tmp_path):
+    """--n_head=2 without --gate_init: checked against the checkpoint's two gates, not the defaults' four."""
+    train.main(tiny(data_dir, tmp_path / "pre", "--max_iters=2"))
+    pre = os.path.join(tmp_path, "pre", "ckpt.pt")
+    args = [a for a in tiny(data_dir, tmp_path / "ft", "--max_iters=2", f"--init_from={pre}")
+            if not a.startswith("--gate_init")]
+    ft = load_checkpoint(train.main(args)["checkpoint"])
+    assert ft["model_args"]["n_head"] == 2 and tuple(ft["model_args"]["gate_init"]) == (3.0, -3.0)
+
+
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(data_dir, tmp_path):
     train.main(tiny(data_dir, tmp_path, "--max_iters=4"))
     # an infinite learning rate turns every weight into inf/nan in one step: step 4 is fine, step 5 is nan
