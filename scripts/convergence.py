@@ -19,21 +19,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from recall_cpu import run  # noqa: E402 (a repo script in a subprocess, with its thread count)
+from recall_cpu import CONVERGED, parse_seeds, run  # noqa: E402 (run: a repo script in a subprocess, its threads)
 from sample import check_output, save_report  # noqa: E402
-
-CONVERGED = 0.1  # the answer's val loss (nats per answer token) below which the key is being copied
-
-
-def parse_seeds(text):
-    """'1-8' or '1,2,5' -> [1, ..., 8] / [1, 2, 5]."""
-    try:
-        if '-' in text:
-            first, last = (int(v) for v in text.split('-'))
-            return list(range(first, last + 1))
-        return [int(v) for v in text.split(',') if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a range like 1-8 or a list like 1,2,5")
 
 
 def one_run(args, seed, threads):

@@ -9,11 +9,14 @@ examples, 72 segments) -- once per attention kind; only the attention differs. T
 own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M; local, full and dilated, at chance
 already, stop at 8x or 1x), stage 1 at its own 288. For gca it also reports how often the retriever fetched the key.
 
-    python scripts/recall_cpu.py                         # every run below; results/recall_cpu.json and .png
-    python scripts/recall_cpu.py --only infini_delta --trials 20 --work out-recall   # out-recall/recall_cpu.json
+    python scripts/recall_cpu.py                         # every run below, seeds 1-3; results/recall_cpu.json, .png
+    python scripts/recall_cpu.py --only infini_delta --seeds 4 --trials 20 --work out-recall   # out-recall/...
 
-Only the full recipe (no --only, the default trials, no train.py overrides) writes results/; any other run writes its
-JSON and plot into --work, or to --json/--plot (an existing file is replaced only with --force).
+Each run is trained and evaluated once per seed (--seed of every stage: the initialisation and the generated
+examples), and every cell is reported as the mean over the seeds with its min and max; the JSON keeps each seed's
+numbers, and for each stage how many seeds reached an answer loss below 0.1 (learned the task).
+Only the full recipe (no --only, the default seeds and trials, no train.py overrides) writes results/; any other run
+writes its JSON and plot into --work, or to --json/--plot (an existing file is replaced only with --force).
 Finished trainings and evaluations in --work are reused when they were made with the same settings, so an
 interrupted run continues where it stopped; a stage trained with other settings is refused, not replaced.
 Only start and middle test the memory: a key in the question's own segment is in reach of local attention.
@@ -38,6 +41,8 @@ STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py',
 STAGE1_LEN = 288
 TRAIN_LEN = 2304
 MILLION = 1 << 20
+SEEDS = '1,2,3'
+CONVERGED = 0.1  # the answer's val loss (nats per answer token) below which the key is being copied
 LENGTHS = [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]
 # name, overrides of every stage, {stage: evaluation lengths of its checkpoint} (the stage-1 checkpoint is always
 # evaluated at 288). local and full see the same data; full attention is the ceiling at the training length (its cost
@@ -57,6 +62,17 @@ RUNS = [
     ('dilated', ['--attn=dilated', '--dilated_segments=(32,128,512,4096)', '--dilated_rates=(1,4,16,128)'],
      {2: LENGTHS[:2]}),
 ]
+
+
+def parse_seeds(text):
+    """'1-8' or '1,2,5' -> [1, ..., 8] / [1, 2, 5]."""
+    try:
+        if '-' in text:
+            first, last = (int(v) for v in text.split('-'))
+            return list(range(first, last + 1))
+        return [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a range like 1-8 or a list like 1,2,5")
 
 
 def run(cmd, log_path, threads):
@@ -80,15 +96,19 @@ def trained_with(summary):
     return [a for a in summary['command'].split()[2:] if not a.startswith(('--out_dir=', '--init_from=', '--threads='))]
 
 
-def train(name, overrides, n_stages, args):
+def seed_dir(args, name, seed):
+    return os.path.join(args.work, name, f'seed{seed}')
+
+
+def train(name, overrides, n_stages, seed, args):
     """The stages in turn, each from the checkpoint of the one before; returns what each took and ended with.
     A stage is done when its checkpoint and summary.json are there; it is reused when its settings are these and it
     was fine-tuned from the checkpoint now in the stage before, and refused (not replaced) otherwise."""
     stages, init, before = [], [], None
     for i, config in enumerate(STAGES[:n_stages]):
-        stage_dir = os.path.join(args.work, name, f'stage{i + 1}')
+        stage_dir = os.path.join(seed_dir(args, name, seed), f'stage{i + 1}')
         summary, ckpt = os.path.join(stage_dir, 'summary.json'), os.path.join(stage_dir, 'ckpt.pt')
-        settings = [config, *overrides, *args.train_args]
+        settings = [config, *overrides, f'--seed={seed}', *args.train_args]
         done = None
         if os.path.exists(summary) and os.path.exists(ckpt):
             with open(summary) as f:
@@ -102,12 +122,13 @@ def train(name, overrides, n_stages, args):
             if os.path.exists(summary):
                 os.remove(summary)
             os.makedirs(stage_dir, exist_ok=True)
-            cmd = ['train.py', config, *overrides, *init, f'--out_dir={stage_dir}', f'--threads={args.threads}',
-                   *args.train_args]
+            cmd = ['train.py', config, *overrides, f'--seed={seed}', *init, f'--out_dir={stage_dir}',
+                   f'--threads={args.threads}', *args.train_args]
             if os.path.exists(ckpt):  # a stage stopped before its summary: this folder's own, trained again
-                print(f"[{name}] {ckpt} has no summary (an interrupted stage): training it again", flush=True)
+                print(f"[{name} seed {seed}] {ckpt} has no summary (an interrupted stage): training it again",
+                      flush=True)
                 cmd.append('--overwrite=True')
-            print(f"[{name}] python {' '.join(cmd)}", flush=True)
+            print(f"[{name} seed {seed}] python {' '.join(cmd)}", flush=True)
             seconds = run(cmd, os.path.join(stage_dir, 'train.out'), args.threads)
             log = os.path.join(stage_dir, 'log.jsonl')
             with open(log) if os.path.exists(log) else open(os.devnull) as f:
@@ -121,17 +142,18 @@ def train(name, overrides, n_stages, args):
             with open(summary, 'w') as f:
                 json.dump(done, f, indent=1)
         stages.append(done)
-        print(f"[{name}] stage {i + 1}: {done['seconds'] / 60:.1f} min, answer loss {done['val_answer_loss']:.4f}",
-              flush=True)
+        print(f"[{name} seed {seed}] stage {i + 1}: {done['seconds'] / 60:.1f} min, answer loss "
+              f"{done['val_answer_loss']:.4f}", flush=True)
         init, before = [f"--init_from={ckpt}"], done.get('trained')
     return stages
 
 
-def evaluate(name, stage, length, trained, args):
+def evaluate(name, seed, stage, length, trained, args):
     """passkey.py on the stage's checkpoint at one length; its report is reused when it was made with these trials and
     depths from this checkpoint (`trained`: when the stage finished)."""
-    ckpt = os.path.join(args.work, name, f'stage{stage}', 'ckpt.pt')
-    path = os.path.join(args.work, name, f"{'' if stage == 2 else f'stage{stage}_'}passkey_{length}.json")
+    folder = seed_dir(args, name, seed)
+    ckpt = os.path.join(folder, f'stage{stage}', 'ckpt.pt')
+    path = os.path.join(folder, f"{'' if stage == 2 else f'stage{stage}_'}passkey_{length}.json")
     trials, depths = args.trials, 'start,middle,end'
     if length > 8 * TRAIN_LEN:  # the long ones: fewer keys; at 1M only the depths that need memory
         trials, depths = (args.trials_1m, 'start,middle') if length == MILLION else (args.trials_64x, depths)
@@ -141,13 +163,13 @@ def evaluate(name, stage, length, trained, args):
             report = json.load(f)
         made = (report['trials'], ','.join(dict.fromkeys(r['depth'] for r in report['results'])), report.get('trained'))
         if made != (trials, depths, trained):
-            print(f"[{name}] {path} was made with trials={made[0]}, depths {made[1]} from the checkpoint of {made[2]}; "
-                  f"evaluating again", flush=True)
+            print(f"[{name} seed {seed}] {path} was made with trials={made[0]}, depths {made[1]} from the checkpoint "
+                  f"of {made[2]}; evaluating again", flush=True)
             report = None
     if report is None:
         cmd = ['passkey.py', '--ckpt', ckpt, '--len', str(length), '--trials', str(trials), '--depth', depths,
                '--chunk', '4096', '--threads', str(args.threads), '--json', path]
-        print(f"[{name}] python {' '.join(cmd)}", flush=True)
+        print(f"[{name} seed {seed}] python {' '.join(cmd)}", flush=True)
         run(cmd, path.replace('.json', '.out'), args.threads)
         with open(path) as f:
             report = json.load(f)
@@ -157,9 +179,48 @@ def evaluate(name, stage, length, trained, args):
     for cell in cells:
         retrieved = '' if cell.get('key_retrieved') is None else \
             f", key retrieved {100 * cell['key_retrieved']:.0f}% (chance {100 * cell['key_retrieved_chance']:.2g}%)"
-        print(f"[{name}] stage {stage} {cell['len']:>9,} {cell['depth']:>6}: exact {100 * cell['exact']:5.1f}%"
+        print(f"[{name} seed {seed}] stage {stage} {cell['len']:>9,} {cell['depth']:>6}: "
+              f"exact {100 * cell['exact']:5.1f}%"
               f"{retrieved}  ({cell['trials']} keys, {cell['seconds']:.0f} s)", flush=True)
     return cells
+
+
+def over_seeds(per_seed):
+    """{seed: {'stages': [...], 'eval': [cells]}} -> (cells, learned): each (stage, length, depth) cell averaged over
+    the seeds (metrics that a seed lacks, like gca's key_retrieved when no key lay beyond its window, are averaged
+    over the seeds that have them), with exact's min, max and per-seed values; and per stage how many seeds ended
+    it with an answer loss below CONVERGED."""
+    groups = {}
+    for seed, result in per_seed.items():
+        for cell in result['eval']:
+            groups.setdefault((cell['stage'], cell['len'], cell['depth']), {})[seed] = cell
+    cells = []
+    for (stage, length, depth), by_seed in groups.items():
+        cell = dict(stage=stage, len=length, depth=depth, trials=next(iter(by_seed.values()))['trials'],
+                    seeds=len(by_seed))
+        for metric in ('exact', 'token_acc', 'key_retrieved', 'key_retrieved_chance'):
+            values = [c[metric] for c in by_seed.values() if c.get(metric) is not None]
+            if metric in ('exact', 'token_acc') or values:
+                cell[metric] = sum(values) / len(values) if values else None
+        exact = {seed: c['exact'] for seed, c in by_seed.items()}
+        cells.append(dict(cell, exact_min=min(exact.values()), exact_max=max(exact.values()), exact_by_seed=exact))
+    n_stages = max(len(result['stages']) for result in per_seed.values())
+    learned = [sum(len(result['stages']) > i and result['stages'][i]['val_answer_loss'] < CONVERGED
+                   for result in per_seed.values()) for i in range(n_stages)]
+    return cells, learned
+
+
+def print_summary(results, seeds):
+    """Exact match per run, stage and length: the mean over the seeds (min-max), start / middle / end."""
+    print(f"\nexact match, %: mean over seeds {', '.join(map(str, seeds))} (min-max); answer loss < {CONVERGED} "
+          f"at the end of each stage in how many seeds")
+    for name, r in results.items():
+        print(f"{name}: learned (stage 1, 2, ...) {' '.join(f'{n}/{len(seeds)}' for n in r['learned'])}")
+        for stage, length in dict.fromkeys((c['stage'], c['len']) for c in r['eval']):
+            cells = [c for c in r['eval'] if (c['stage'], c['len']) == (stage, length)]
+            text = '  '.join(f"{c['depth']} {100 * c['exact']:.0f} ({100 * c['exact_min']:.0f}-"
+                             f"{100 * c['exact_max']:.0f})" for c in cells)
+            print(f"  stage {stage} {length:>9,}: {text}")
 
 
 def git_commit():
@@ -171,7 +232,7 @@ def git_commit():
 
 def plot(results, path):
     """Exact match against length, start and middle (the depths that need memory): a colour per run, a marker per
-    stage, solid for keys at the start and dashed for the middle."""
+    stage, solid for keys at the start and dashed for the middle; the mean over the seeds, bars from min to max."""
     plt = pyplot('plot')
     if plt is None:
         return None
@@ -180,13 +241,16 @@ def plot(results, path):
     for color, (name, r) in zip(plt.rcParams['axes.prop_cycle'].by_key()['color'] * 2, results.items()):
         for stage in sorted({c['stage'] for c in r['eval'] if c['stage'] > 1}):
             for depth, line in (('start', '-'), ('middle', '--')):
-                cells = sorted((c['len'], 100 * c['exact']) for c in r['eval']
+                cells = sorted((c['len'], 100 * c['exact'], 100 * (c['exact'] - c['exact_min']),
+                                100 * (c['exact_max'] - c['exact'])) for c in r['eval']
                                if (c['stage'], c['depth']) == (stage, depth))
                 if cells:
-                    ax.plot(*zip(*cells), line, marker=markers.get(stage, 'x'), color=color,
-                            label=f"{name}, stage {stage}, key at {depth}")
+                    lengths, mean, below, above = zip(*cells)
+                    ax.errorbar(lengths, mean, yerr=(below, above), fmt=line, marker=markers.get(stage, 'x'),
+                                color=color, capsize=3, label=f"{name}, stage {stage}, key at {depth}")
     ax.set_xscale('log', base=2)
-    ax.set(xlabel='prompt length (tokens)', ylabel='exact match, %', ylim=(-3, 103),
+    ax.set(xlabel='prompt length (tokens)', ylabel='exact match, % (mean over seeds; bars: min-max)',
+           ylim=(-3, 103),
            title=f'passkey retrieval; stage 2 trained on {TRAIN_LEN:,}-token examples, 3 on {8 * TRAIN_LEN:,}, '
                  f'4 on {64 * TRAIN_LEN:,}')
     ax.grid(alpha=0.3)
@@ -195,13 +259,16 @@ def plot(results, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+    # allow_abbrev=False: the rest goes to train.py, so --seed=3 must not be read as an abbreviation of --seeds
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
                                 epilog='Any other --key=value is passed to train.py (e.g. --max_iters=300).')
     p.add_argument('--work', default='out-recall', help='checkpoints and per-run evaluations (reused)')
     p.add_argument('--only', default=None, help='comma-separated run names: ' + ', '.join(r[0] for r in RUNS))
     p.add_argument('--trials', type=int, default=100, help='keys per depth at 1x and 8x the training length')
     p.add_argument('--trials_64x', type=int, default=20, help='keys per depth at 64x the training length')
     p.add_argument('--trials_1m', type=int, default=10, help='keys per depth (start, middle) at 1M tokens')
+    p.add_argument('--seeds', type=parse_seeds, default=parse_seeds(SEEDS),
+                   help=f'train.py seeds, each run trained once per seed (default {SEEDS})')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--note', default=None, help='a line for the JSON: how busy the machine was, what ran beside')
     p.add_argument('--json', default=None, help='default: results/recall_cpu.json for the full recipe, else in --work')
@@ -217,11 +284,17 @@ def main(argv=None):
     for flag in ('trials', 'trials_64x', 'trials_1m', 'threads'):
         if getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag} {getattr(args, flag)} must be at least 1")
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"error: --seeds must name at least one seed, each once (got {args.seeds})")
+    if any(a.startswith('--seed=') for a in args.train_args):
+        raise SystemExit("error: give seeds with --seeds (every stage of a run trains with its seed), not --seed=")
 
     # Tracked results come only from the recipe itself; any other run (a smoke test) writes into its work folder.
     trials = [f"--{k} {getattr(args, k)}" for k in ('trials', 'trials_64x', 'trials_1m')
               if getattr(args, k) != p.get_default(k)]
     departures = ([f"--only {','.join(only)}"] if set(only) != set(names) else []) + trials + args.train_args
+    if args.seeds != parse_seeds(SEEDS):
+        departures.append(f"--seeds {','.join(map(str, args.seeds))}")
     where = os.path.join(args.work, 'recall_cpu') if departures else 'results/recall_cpu'
     json_path = where + '.json' if args.json is None else args.json
     plot_path = where + '.png' if args.plot is None else args.plot
@@ -234,15 +307,25 @@ def main(argv=None):
     if departures:
         print(f"not the full recipe ({' '.join(departures)}): the report goes to {json_path}", flush=True)
 
+    per_seed = {name: {} for name, _, _ in RUNS if name in only}
+    for seed in args.seeds:  # every run of one seed before the next: `--seeds 1` then reports what a stopped run did
+        for name, overrides, lengths in RUNS:
+            if name not in only:
+                continue
+            stages = train(name, overrides, max(lengths), seed, args)
+            cells = [cell for stage, at in sorted({1: [STAGE1_LEN], **lengths}.items()) for length in at
+                     for cell in evaluate(name, seed, stage, length, stages[stage - 1].get('trained'), args)]
+            per_seed[name][str(seed)] = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2),
+                                             eval=cells)
     results = {}
-    for name, overrides, lengths in RUNS:
-        if name not in only:
-            continue
-        stages = train(name, overrides, max(lengths), args)
-        cells = [cell for stage, at in sorted({1: [STAGE1_LEN], **lengths}.items()) for length in at
-                 for cell in evaluate(name, stage, length, stages[stage - 1].get('trained'), args)]
-        results[name] = dict(stages=stages, minutes=round(sum(s['seconds'] for s in stages) / 60, 2), eval=cells)
-    report = dict(configs=STAGES, train_len=TRAIN_LEN, git_commit=git_commit(), date=time.strftime('%Y-%m-%d'),
+    for name, runs in per_seed.items():
+        cells, learned = over_seeds(runs)
+        minutes = [r['minutes'] for r in runs.values()]
+        results[name] = dict(eval=cells, learned=learned, minutes=round(sum(minutes) / len(minutes), 2),
+                             minutes_max=max(minutes), seeds=runs)
+    print_summary(results, args.seeds)
+    report = dict(configs=STAGES, train_len=TRAIN_LEN, seeds=args.seeds, git_commit=git_commit(),
+                  date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                                load_at_end=os.getloadavg()),
                   trials=args.trials, trials_64x=args.trials_64x, trials_1m=args.trials_1m,

@@ -72,7 +72,7 @@ def run_recall(*args):
                           capture_output=True, text=True, timeout=600)
 
 
-BASE = ['--only', 'local', '--batch_size=2', '--eval_iters=1']
+BASE = ['--only', 'local', '--seeds', '1', '--batch_size=2', '--eval_iters=1']
 TINY = BASE + ['--max_iters=2']  # 2 steps a stage
 
 
@@ -93,10 +93,13 @@ def test_recall_script_trains_both_stages_and_reports_every_cell(smoke):
     stage-1 checkpoint are evaluated with passkey.py, and the JSON says so."""
     work, _, _ = smoke
     run = json.loads((work / 'recall_cpu.json').read_text())['runs']['local']
-    assert [s['steps'] for s in run['stages']] == [2, 2]
-    assert 'init_from' in run['stages'][1]['command']
+    stages = run['seeds']['1']['stages']
+    assert [s['steps'] for s in stages] == [2, 2]
+    assert 'init_from' in stages[1]['command'] and all('--seed=1' in s['command'] for s in stages)
     assert sorted((c['stage'], c['len'], c['depth']) for c in run['eval']) == sorted(
         (stage, n, d) for stage, n in ((1, 288), (2, 2304), (2, 18432)) for d in ('start', 'middle', 'end'))
+    assert all(c['exact_by_seed'].keys() == {'1'} and c['exact_min'] <= c['exact'] <= c['exact_max']
+               for c in run['eval'])
 
 
 def test_a_smoke_run_writes_into_its_work_folder_not_the_tracked_results(smoke):
@@ -116,11 +119,11 @@ def test_a_rerun_with_more_trials_evaluates_again_and_reuses_the_checkpoints(smo
 
 def test_a_stage_trained_with_other_settings_is_refused_not_replaced(smoke):
     work, _, _ = smoke
-    ckpt = work / 'local' / 'stage1' / 'ckpt.pt'
+    ckpt = work / 'local' / 'seed1' / 'stage1' / 'ckpt.pt'
     mtime = ckpt.stat().st_mtime
     done = run_recall(*BASE, '--max_iters=3', '--work', str(work), '--trials', '1')
     error = done.stderr.strip().splitlines()[-1]
-    assert done.returncode != 0 and error.startswith(f"error: {work / 'local' / 'stage1'} was trained with ")
+    assert done.returncode != 0 and error.startswith(f"error: {work / 'local' / 'seed1' / 'stage1'} was trained with ")
     assert '--max_iters=2' in error and 'delete it' in error
     assert ckpt.stat().st_mtime == mtime
 
@@ -131,7 +134,7 @@ def test_a_stage_without_its_checkpoint_is_not_done(tmp_path):
     work = tmp_path / 'work'
     done = run_recall(*BASE, '--max_iters=0', '--work', str(work))
     assert done.returncode != 0 and 'saved no checkpoint' in done.stderr.strip().splitlines()[-1]
-    stage1 = work / 'local' / 'stage1'
+    stage1 = work / 'local' / 'seed1' / 'stage1'
     assert not (stage1 / 'summary.json').exists()
     (stage1 / 'summary.json').write_text(json.dumps({'command': 'python train.py configs/recall_infini.py '
                                                                 '--attn=local --max_iters=0', 'seconds': 1}))
@@ -161,6 +164,8 @@ def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monk
     assert 'no run; choose from' in run_error(recall, ['--only', ''] + work)
     assert "unknown run(s) ['nope']" in run_error(recall, ['--only', 'local, nope'] + work)  # spaces stripped
     assert 'must be at least 1' in run_error(recall, ['--trials', '0'] + work)
+    assert 'each once' in run_error(recall, ['--seeds', '1,1'] + work)
+    assert 'give seeds with --seeds' in run_error(recall, ['--seed=3'] + work)
     existing = tmp_path / 'mine.json'
     existing.write_text('{}')
     msg = run_error(recall, ['--only', 'local, full', '--json', str(existing)] + work)
@@ -171,6 +176,7 @@ def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monk
 @pytest.mark.parametrize('argv, where', [([], 'results/recall_cpu.json'),
                                          (['--only', 'local,full'], 'work/recall_cpu.json'),
                                          (['--trials_1m', '3'], 'work/recall_cpu.json'),
+                                         (['--seeds', '1'], 'work/recall_cpu.json'),
                                          (['--max_iters=20'], 'work/recall_cpu.json')])
 def test_only_the_full_recipe_writes_the_tracked_results(tmp_path, monkeypatch, argv, where):
     recall = load_recall_cpu()
@@ -190,8 +196,25 @@ def test_an_interrupted_stage_is_trained_again_in_its_own_folder(tmp_path):
     train.py to replace that checkpoint (a fresh train.py run refuses an out_dir that holds one)."""
     work = tmp_path / 'work'
     assert run_recall(*TINY, '--trials', '1', '--work', str(work)).returncode == 0
-    (work / 'local' / 'stage2' / 'summary.json').unlink()  # the last stage: nothing after it depends on it
+    (work / 'local' / 'seed1' / 'stage2' / 'summary.json').unlink()  # the last stage: nothing after it depends on it
     done = run_recall(*TINY, '--trials', '1', '--work', str(work))
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'has no summary (an interrupted stage): training it again' in done.stdout
-    assert (work / 'local' / 'stage2' / 'summary.json').exists()
+    assert (work / 'local' / 'seed1' / 'stage2' / 'summary.json').exists()
+
+
+def test_cells_are_averaged_over_seeds_with_their_spread():
+    """A seed's missing metric (gca's key_retrieved when no key lay beyond the window) is averaged over the seeds that
+    have it; a stage is counted as learned in a seed when its final answer loss is below 0.1."""
+    recall = load_recall_cpu()
+    cell = lambda exact, retrieved: dict(stage=2, len=2304, depth='start', trials=10, exact=exact, token_acc=exact,
+                                         key_retrieved=retrieved, key_retrieved_chance=0.2)
+    stages = lambda *losses: [dict(val_answer_loss=loss) for loss in losses]
+    runs = {'1': dict(stages=stages(0.01, 0.02), eval=[cell(1.0, 0.8)]),
+            '2': dict(stages=stages(0.02, 0.5), eval=[cell(0.4, None)]),
+            '3': dict(stages=stages(1.7, 1.8), eval=[cell(0.1, 0.6)])}
+    (cell,), learned = recall.over_seeds(runs)
+    assert cell['exact'] == pytest.approx(0.5) and (cell['exact_min'], cell['exact_max']) == (0.1, 1.0)
+    assert cell['exact_by_seed'] == {'1': 1.0, '2': 0.4, '3': 0.1} and cell['seeds'] == 3
+    assert cell['key_retrieved'] == pytest.approx(0.7)
+    assert learned == [2, 1]
