@@ -200,8 +200,8 @@ def over_seeds(per_seed):
                     seeds=len(by_seed))
         for metric in ('exact', 'token_acc', 'key_retrieved', 'key_retrieved_chance'):
             values = [c[metric] for c in by_seed.values() if c.get(metric) is not None]
-            if metric in ('exact', 'token_acc') or values:
-                cell[metric] = sum(values) / len(values) if values else None
+            if values:  # every seed has exact and token_acc
+                cell[metric] = sum(values) / len(values)
         exact = {seed: c['exact'] for seed, c in by_seed.items()}
         cells.append(dict(cell, exact_min=min(exact.values()), exact_max=max(exact.values()), exact_by_seed=exact))
     n_stages = max(len(result['stages']) for result in per_seed.values())
