@@ -2,7 +2,8 @@
 planted in the first segment is asked for three segments later. Infini-attention must learn it (its memory is the
 only path from the first segment to the question); local attention, the same model without memory, must stay at
 chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests; here that
-script runs only at a tiny budget, for its plan, what it reuses and where it writes."""
+script runs only at a tiny budget, for its plan, what it reuses and where it writes. scripts/dilated_reach.py (what
+a dilated model of a given depth can read at all) is checked against the model's own attention."""
 
 import importlib.util
 import json
@@ -142,11 +143,15 @@ def test_a_stage_without_its_checkpoint_is_not_done(tmp_path):
     assert 'python train.py configs/recall_infini.py' in done.stdout and 'saved no checkpoint' in done.stderr
 
 
-def load_recall_cpu():
-    spec = importlib.util.spec_from_file_location('recall_cpu', os.path.join(REPO, 'scripts', 'recall_cpu.py'))
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_recall_cpu():
+    return load_script('recall_cpu')
 
 
 def run_error(module, argv):
@@ -218,3 +223,50 @@ def test_cells_are_averaged_over_seeds_with_their_spread():
     assert cell['exact_by_seed'] == {'1': 1.0, '2': 0.4, '3': 0.1} and cell['seeds'] == 3
     assert cell['key_retrieved'] == pytest.approx(0.7)
     assert learned == [2, 1]
+
+
+@pytest.mark.parametrize('T', [24, 40])  # 40: 64 clipped to 40; 3 does not divide 10
+def test_dilated_reach_coverage_is_what_the_model_attends_to(T):
+    """scripts/dilated_reach.coverage against the model itself: output row i of one DilatedAttention layer depends
+    on input row j exactly where the script says it can attend."""
+    from model import ATTENTION
+    config = GPTConfig(vocab_size=61, n_layer=1, n_head=2, n_embd=16, attn='dilated',
+                       dilated_segments=(4, 10, 64), dilated_rates=(1, 3, 4))
+    torch.manual_seed(0)
+    attn = ATTENTION['dilated'](config).double()
+    x = torch.randn(1, T, 16, dtype=torch.float64, requires_grad=True)
+    y = attn(x)[0]
+    depends = torch.stack([torch.autograd.grad(y[0, i].sum(), x, retain_graph=True)[0][0].abs().sum(-1) > 0
+                           for i in range(T)])
+    covered = load_script('dilated_reach').coverage(T, config.dilated_segments, config.dilated_rates)
+    assert torch.equal(depends, torch.from_numpy(covered))
+
+
+def test_dilated_reach_counts_the_prompts_a_model_of_each_depth_could_read():
+    """One pattern as long as the prompt is full attention: every digit readable in one layer. Local attention alone
+    (segments of 32) never reaches a key 2-3 segments back, at any depth. LongNet's rates growing 4x per pattern
+    leave a 2-layer model some prompts of 2,304 tokens whose key it cannot read at all (a third layer reaches all)."""
+    reach = load_script('dilated_reach')
+    pieces = reach.Pieces(reach.get_tokenizer('byte'))
+    assert list(reach.readable(pieces, 288, (512,), (1,), 2, trials=10, seed=0)) == [1.0, 1.0]
+    assert list(reach.readable(pieces, 288, (32,), (1,), 3, trials=10, seed=0)) == [0.0, 0.0, 0.0]
+    one, two, three = reach.readable(pieces, 2304, (32, 128, 512, 4096), (1, 4, 16, 128), 3, trials=20, seed=0)
+    assert one < two < 1.0 == three
+    assert list(reach.readable(pieces, 2304, (32, 128, 512, 4096), (1, 2, 4, 8), 2, trials=20, seed=0))[1] == 1.0
+
+
+def test_dilated_reach_with_a_checkpoint_reports_its_accuracy_by_coverage(tmp_path, capsys):
+    """--ckpt takes the patterns from the checkpoint and splits its digit accuracy by coverage (an untrained model:
+    the counts, not the accuracy, are what is checked); a checkpoint of another kind is refused in one line."""
+    from tiny_checkpoints import save_tiny
+    reach = load_script('dilated_reach')
+    save_tiny(tmp_path / 'dilated.pt', 'dilated')
+    reach.main(['--ckpt', str(tmp_path / 'dilated.pt'), '--lens', '288', '--trials', '4', '--layers', '1'])
+    out = capsys.readouterr().out
+    assert 'segments (16, 32), rates (1, 2)' in out and 'teacher-forced digit accuracy' in out
+    model, _ = reach.load_model(str(tmp_path / 'dilated.pt'))
+    counts = reach.accuracy_by_coverage(model, reach.Pieces(reach.get_tokenizer('byte')), 288, trials=4, seed=0)
+    assert counts[True][1] == 0 and counts[False][1] > 0  # segments of 32 never reach a key 2-3 segments back
+    save_tiny(tmp_path / 'full.pt', 'full')
+    with pytest.raises(SystemExit, match="is attn='full', not a dilated model"):
+        reach.main(['--ckpt', str(tmp_path / 'full.pt')])

@@ -1,0 +1,137 @@
+"""
+Can a dilated model read the pass key at all? In LongNet's dilated attention a query sees a key only when some pattern
+(w, r) covers both: the same segment of w tokens and the same offset mod r. A key that no pattern covers can still be
+read through a position in between, one layer per hop, so what a model of L layers can read is the L-step closure of
+that coverage. This counts, for passkey prompts (passkey.py) of each length, how often every digit of the answer can
+reach one of the key line's two copies of that digit within 1, 2, ... layers: the most a model of that depth could
+recall, whatever it learns. (Full attention: every digit in one layer.)
+
+    python scripts/dilated_reach.py --segments 32,128,512,4096 --rates 1,4,16,128 --lens 288,2304
+
+With --ckpt (a dilated checkpoint; its patterns replace --segments/--rates) it also asks what the model does: its
+teacher-forced accuracy on the digits that one layer can read directly (a pattern covers the answer's position and
+the digit) and on the rest, which it must read through a position in between.
+"""
+import argparse
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checkpoint import load_model  # noqa: E402
+from passkey import MAX_KEY, Pieces, build_prompt  # noqa: E402
+from sample import parse_size  # noqa: E402
+from tokenizer import get_tokenizer  # noqa: E402
+
+
+def coverage(T, segments, rates):
+    """(T, T) bool: row i may attend to column j in one layer, as model.DilatedAttention of a T-token call: j <= i,
+    and for some pattern the same segment (w clipped to T) and the same offset mod r inside it (every offset is some
+    head's, model.head_offsets)."""
+    i, j = np.arange(T)[:, None], np.arange(T)[None]
+    covered = np.zeros((T, T), dtype=bool)
+    for w, r in zip(segments, rates):
+        w = min(w, T)
+        covered |= (j <= i) & (i // w == j // w) & (i % r == j % r)  # same segment: same offset iff same i mod r
+    return covered
+
+
+def reach(covered, layers):
+    """[reach after 1 layer, after 2, ...]: row i reaches column j through that many hops of `covered` (a position
+    always sees itself, so fewer hops count too). Boolean products done as float32 matmuls: exact while T < 2^24."""
+    one = torch.from_numpy(covered).float()
+    steps, now = [covered], one
+    for _ in range(layers - 1):
+        now = ((now @ one) > 0).float()
+        steps.append(now.numpy() > 0)
+    return steps
+
+
+def digit_targets(pieces, prompt):
+    """(position predicting each digit, the two positions in the key line that hold that digit) for the answer's
+    digits (its first token, the space, needs no key)."""
+    key_line = (prompt.key_start + pieces.key_first(prompt.key), prompt.key_start + pieces.key_last(prompt.key))
+    n = len(pieces.answer(prompt.key))
+    return [(len(prompt.ids) - 1 + a, [start + a for start in key_line]) for a in range(1, n)]
+
+
+def readable(pieces, length, segments, rates, layers, trials, seed):
+    """For each depth 1..layers: the share of prompts (random key and depth) whose every digit is reachable."""
+    rng, reaches, counts = random.Random(seed), {}, np.zeros(layers)
+    for _ in range(trials):
+        key = rng.randint(1, MAX_KEY)
+        prompt = build_prompt(pieces, length, rng.random(), key)
+        T = len(prompt.ids) + len(pieces.answer(key))
+        if T not in reaches:  # prompts of one length differ by less than a filler sentence: a few sizes
+            reaches[T] = reach(coverage(T, segments, rates), layers)
+        for depth, R in enumerate(reaches[T]):
+            counts[depth] += all(R[p, targets].any() for p, targets in digit_targets(pieces, prompt))
+    return counts / trials
+
+
+@torch.no_grad()
+def accuracy_by_coverage(model, pieces, length, trials, seed):
+    """{directly covered: (right, digits)}: the model's teacher-forced argmax on each answer digit, split by whether
+    one layer of its patterns covers the digit's position and a copy of that digit in the key line."""
+    c, rng, counts = model.config, random.Random(seed), {True: [0, 0], False: [0, 0]}
+    for _ in range(trials):
+        key = rng.randint(1, MAX_KEY)
+        prompt = build_prompt(pieces, length, rng.random(), key)
+        ids = np.concatenate((prompt.ids, pieces.answer(key)))
+        covered = coverage(len(ids), c.dilated_segments, c.dilated_rates)
+        predicted = model(torch.from_numpy(ids)[None])[0][0].argmax(-1).numpy()
+        for p, targets in digit_targets(pieces, prompt):
+            counts[bool(covered[p, targets].any())][0] += int(predicted[p] == ids[p + 1])
+            counts[bool(covered[p, targets].any())][1] += 1
+    return counts
+
+
+def parse_ints(text):
+    try:
+        return tuple(int(v) for v in text.split(',') if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use comma-separated integers like 1,4,16")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument('--segments', type=parse_ints, default=(32, 128, 512, 4096), help='dilated_segments w')
+    p.add_argument('--rates', type=parse_ints, default=(1, 4, 16, 128), help='dilated_rates r')
+    p.add_argument('--lens', default='288,2304', help='prompt lengths, comma-separated (each costs T x T x T)')
+    p.add_argument('--layers', type=int, default=3, help='report depths 1..layers')
+    p.add_argument('--trials', type=int, default=100, help='random prompts per length')
+    p.add_argument('--tokenizer', default='byte')
+    p.add_argument('--ckpt', default=None, help='a dilated checkpoint: its patterns, and its accuracy by coverage')
+    p.add_argument('--seed', type=int, default=1337)
+    args = p.parse_args(argv)
+    model = None
+    if args.ckpt:
+        model, ckpt = load_model(args.ckpt)
+        if model.config.attn != 'dilated':
+            raise SystemExit(f"error: {args.ckpt} is attn={model.config.attn!r}, not a dilated model")
+        args.segments, args.rates, args.tokenizer = model.config.dilated_segments, model.config.dilated_rates, \
+            ckpt['tokenizer']
+    if len(args.segments) != len(args.rates) or not args.segments or min(args.rates) < 1 or args.rates[0] != 1:
+        raise SystemExit(f"error: --segments {args.segments} and --rates {args.rates} must be of the same length, "
+                         f"the rates >= 1 and starting at 1 (as model.GPTConfig checks)")
+    if args.layers < 1 or args.trials < 1:
+        raise SystemExit("error: --layers and --trials must be at least 1")
+    pieces = Pieces(get_tokenizer(args.tokenizer))
+    print(f"segments {args.segments}, rates {args.rates}: prompts whose every answer digit can reach the key, "
+          f"% of {args.trials}")
+    print(f"{'length':>9}" + ''.join(f"{f'{L} layer' + 's' * (L > 1):>11}" for L in range(1, args.layers + 1)))
+    for length in (parse_size(s) for s in args.lens.split(',') if s.strip()):
+        shares = readable(pieces, length, args.segments, args.rates, args.layers, args.trials, args.seed)
+        print(f"{length:>9,}" + ''.join(f"{100 * s:>11.0f}" for s in shares))
+    for length in (parse_size(s) for s in args.lens.split(',') if s.strip()) if model is not None else ():
+        counts = accuracy_by_coverage(model, pieces, length, args.trials, args.seed)
+        print(f"{args.ckpt} at {length:,} tokens, teacher-forced digit accuracy: " + '; '.join(
+            f"{what} {right}/{n} ({100 * right / max(n, 1):.0f}%)" for what, (right, n) in
+            (('readable in one layer', counts[True]), ('only through a position in between', counts[False]))))
+
+
+if __name__ == '__main__':
+    main()
