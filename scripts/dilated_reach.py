@@ -10,7 +10,8 @@ recall, whatever it learns. (Full attention: every digit in one layer.)
 
 With --ckpt (a dilated checkpoint; its patterns replace --segments/--rates) it also asks what the model does: its
 teacher-forced accuracy on the digits that one layer can read directly (a pattern covers the answer's position and
-the digit) and on the rest, which it must read through a position in between.
+the digit), on those it can read only through a position in between, and on those beyond its layers' reach.
+Byte tokens only (one token per digit). Each length costs T x T memory and T^3 work: up to 16,384 tokens.
 """
 import argparse
 import os
@@ -25,6 +26,9 @@ from checkpoint import load_model  # noqa: E402
 from passkey import MAX_KEY, Pieces, build_prompt  # noqa: E402
 from sample import parse_size  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
+
+
+MAX_LEN = 16384
 
 
 def coverage(T, segments, rates):
@@ -72,20 +76,25 @@ def readable(pieces, length, segments, rates, layers, trials, seed):
     return counts / trials
 
 
+ROUTES = ('readable in one layer', 'only through a position in between', 'beyond its layers')
+
+
 @torch.no_grad()
-def accuracy_by_coverage(model, pieces, length, trials, seed):
-    """{directly covered: (right, digits)}: the model's teacher-forced argmax on each answer digit, split by whether
-    one layer of its patterns covers the digit's position and a copy of that digit in the key line."""
-    c, rng, counts = model.config, random.Random(seed), {True: [0, 0], False: [0, 0]}
+def accuracy_by_route(model, pieces, length, trials, seed):
+    """{route: [right, digits]}: the model's teacher-forced argmax on each answer digit, by how its patterns let the
+    digit's position reach a copy of that digit in the key line: in one layer, only in two or more (up to its depth),
+    or not at all (ROUTES)."""
+    c, rng, counts = model.config, random.Random(seed), {route: [0, 0] for route in ROUTES}
     for _ in range(trials):
         key = rng.randint(1, MAX_KEY)
         prompt = build_prompt(pieces, length, rng.random(), key)
         ids = np.concatenate((prompt.ids, pieces.answer(key)))
-        covered = coverage(len(ids), c.dilated_segments, c.dilated_rates)
+        steps = reach(coverage(len(ids), c.dilated_segments, c.dilated_rates), c.n_layer)
         predicted = model(torch.from_numpy(ids)[None])[0][0].argmax(-1).numpy()
         for p, targets in digit_targets(pieces, prompt):
-            counts[bool(covered[p, targets].any())][0] += int(predicted[p] == ids[p + 1])
-            counts[bool(covered[p, targets].any())][1] += 1
+            route = ROUTES[0] if steps[0][p, targets].any() else ROUTES[1] if steps[-1][p, targets].any() else ROUTES[2]
+            counts[route][0] += int(predicted[p] == ids[p + 1])
+            counts[route][1] += 1
     return counts
 
 
@@ -103,7 +112,6 @@ def main(argv=None):
     p.add_argument('--lens', default='288,2304', help='prompt lengths, comma-separated (each costs T x T x T)')
     p.add_argument('--layers', type=int, default=3, help='report depths 1..layers')
     p.add_argument('--trials', type=int, default=100, help='random prompts per length')
-    p.add_argument('--tokenizer', default='byte')
     p.add_argument('--ckpt', default=None, help='a dilated checkpoint: its patterns, and its accuracy by coverage')
     p.add_argument('--seed', type=int, default=1337)
     args = p.parse_args(argv)
@@ -112,25 +120,32 @@ def main(argv=None):
         model, ckpt = load_model(args.ckpt)
         if model.config.attn != 'dilated':
             raise SystemExit(f"error: {args.ckpt} is attn={model.config.attn!r}, not a dilated model")
-        args.segments, args.rates, args.tokenizer = model.config.dilated_segments, model.config.dilated_rates, \
-            ckpt['tokenizer']
+        if ckpt['tokenizer'] != 'byte':
+            raise SystemExit(f"error: {args.ckpt} uses the {ckpt['tokenizer']} tokenizer; this counts byte tokens "
+                             f"(one per digit)")
+        args.segments, args.rates = model.config.dilated_segments, model.config.dilated_rates
     if len(args.segments) != len(args.rates) or not args.segments or min(args.rates) < 1 or args.rates[0] != 1:
         raise SystemExit(f"error: --segments {args.segments} and --rates {args.rates} must be of the same length, "
                          f"the rates >= 1 and starting at 1 (as model.GPTConfig checks)")
     if args.layers < 1 or args.trials < 1:
         raise SystemExit("error: --layers and --trials must be at least 1")
-    pieces = Pieces(get_tokenizer(args.tokenizer))
+    try:
+        lengths = [parse_size(s) for s in args.lens.split(',') if s.strip()]
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"error: --lens: {e}")
+    if not lengths or max(lengths) > MAX_LEN:
+        raise SystemExit(f"error: --lens {args.lens}: give lengths up to {MAX_LEN:,} (each costs T x T memory)")
+    pieces = Pieces(get_tokenizer('byte'))
     print(f"segments {args.segments}, rates {args.rates}: prompts whose every answer digit can reach the key, "
           f"% of {args.trials}")
     print(f"{'length':>9}" + ''.join(f"{f'{L} layer' + 's' * (L > 1):>11}" for L in range(1, args.layers + 1)))
-    for length in (parse_size(s) for s in args.lens.split(',') if s.strip()):
+    for length in lengths:
         shares = readable(pieces, length, args.segments, args.rates, args.layers, args.trials, args.seed)
         print(f"{length:>9,}" + ''.join(f"{100 * s:>11.0f}" for s in shares))
-    for length in (parse_size(s) for s in args.lens.split(',') if s.strip()) if model is not None else ():
-        counts = accuracy_by_coverage(model, pieces, length, args.trials, args.seed)
+    for length in lengths if model is not None else ():
+        counts = accuracy_by_route(model, pieces, length, args.trials, args.seed)
         print(f"{args.ckpt} at {length:,} tokens, teacher-forced digit accuracy: " + '; '.join(
-            f"{what} {right}/{n} ({100 * right / max(n, 1):.0f}%)" for what, (right, n) in
-            (('readable in one layer', counts[True]), ('only through a position in between', counts[False]))))
+            f"{route} {right}/{n} ({100 * right / max(n, 1):.0f}%)" for route, (right, n) in counts.items()))
 
 
 if __name__ == '__main__':

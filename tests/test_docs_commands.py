@@ -1,5 +1,5 @@
 """Every command the README, docs/, configs/ and the scripts' own usage lines give for passkey.py, eval_ppl.py,
-sample.py, scripts/recall_cpu.py and scripts/gca_compare.py still parses as written: its flags exist and take the
+sample.py, scripts/recall_cpu.py, scripts/gca_compare.py and scripts/dilated_reach.py still parses as written: its flags exist and take the
 values shown. Parsing only; nothing runs."""
 import argparse
 import ast
@@ -12,7 +12,8 @@ import shlex
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ('passkey.py', 'eval_ppl.py', 'sample.py', 'scripts/recall_cpu.py', 'scripts/gca_compare.py')
+SCRIPTS = ('passkey.py', 'eval_ppl.py', 'sample.py', 'scripts/recall_cpu.py', 'scripts/gca_compare.py',
+           'scripts/dilated_reach.py')
 COMMAND = re.compile(r'python (' + '|'.join(re.escape(s) for s in SCRIPTS) + r')((?: [^#`\n]*)?)')
 
 

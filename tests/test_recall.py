@@ -225,13 +225,15 @@ def test_cells_are_averaged_over_seeds_with_their_spread():
     assert learned == [2, 1]
 
 
-@pytest.mark.parametrize('T', [24, 40])  # 40: 64 clipped to 40; 3 does not divide 10
-def test_dilated_reach_coverage_is_what_the_model_attends_to(T):
+@pytest.mark.parametrize('T, segments, rates', [(24, (4, 10, 64), (1, 3, 4)),  # 3 does not divide 10; 4 > 2 heads
+                                                (40, (4, 10, 64), (1, 3, 4)),  # T not a multiple of 10
+                                                (30, (4, 6), (1, 4))])         # T beyond the window lcm(4, 6) = 12
+def test_dilated_reach_coverage_is_what_the_model_attends_to(T, segments, rates):
     """scripts/dilated_reach.coverage against the model itself: output row i of one DilatedAttention layer depends
     on input row j exactly where the script says it can attend."""
     from model import ATTENTION
     config = GPTConfig(vocab_size=61, n_layer=1, n_head=2, n_embd=16, attn='dilated',
-                       dilated_segments=(4, 10, 64), dilated_rates=(1, 3, 4))
+                       dilated_segments=segments, dilated_rates=rates)
     torch.manual_seed(0)
     attn = ATTENTION['dilated'](config).double()
     x = torch.randn(1, T, 16, dtype=torch.float64, requires_grad=True)
@@ -255,18 +257,27 @@ def test_dilated_reach_counts_the_prompts_a_model_of_each_depth_could_read():
     assert list(reach.readable(pieces, 2304, (32, 128, 512, 4096), (1, 2, 4, 8), 2, trials=20, seed=0))[1] == 1.0
 
 
-def test_dilated_reach_with_a_checkpoint_reports_its_accuracy_by_coverage(tmp_path, capsys):
-    """--ckpt takes the patterns from the checkpoint and splits its digit accuracy by coverage (an untrained model:
-    the counts, not the accuracy, are what is checked); a checkpoint of another kind is refused in one line."""
+def test_dilated_reach_with_a_checkpoint_reports_its_accuracy_by_route(tmp_path, capsys):
+    """--ckpt takes the patterns from the checkpoint and splits its digit accuracy by how a digit can be reached (an
+    untrained model: the counts, not the accuracy, are what is checked); a checkpoint of another kind, or of another
+    tokenizer, is refused in one line."""
     from tiny_checkpoints import save_tiny
     reach = load_script('dilated_reach')
-    save_tiny(tmp_path / 'dilated.pt', 'dilated')
+    pieces = reach.Pieces(reach.get_tokenizer('byte'))
+    save_tiny(tmp_path / 'dilated.pt', 'dilated')  # segments (16, 32), rates (1, 2): never a key 2-3 segments back
     reach.main(['--ckpt', str(tmp_path / 'dilated.pt'), '--lens', '288', '--trials', '4', '--layers', '1'])
     out = capsys.readouterr().out
     assert 'segments (16, 32), rates (1, 2)' in out and 'teacher-forced digit accuracy' in out
     model, _ = reach.load_model(str(tmp_path / 'dilated.pt'))
-    counts = reach.accuracy_by_coverage(model, reach.Pieces(reach.get_tokenizer('byte')), 288, trials=4, seed=0)
-    assert counts[True][1] == 0 and counts[False][1] > 0  # segments of 32 never reach a key 2-3 segments back
+    direct, between, beyond = (n for _, n in reach.accuracy_by_route(model, pieces, 288, trials=4, seed=0).values())
+    assert direct == between == 0 < beyond
+    save_tiny(tmp_path / 'wide.pt', 'dilated', dilated_segments=(32, 512), dilated_rates=(1, 4))
+    model, _ = reach.load_model(str(tmp_path / 'wide.pt'))
+    direct, between, beyond = (n for _, n in reach.accuracy_by_route(model, pieces, 288, trials=8, seed=0).values())
+    assert direct > 0 and between > 0 and beyond == 0  # 2 layers of (512, 4) reach every digit of 288 tokens
     save_tiny(tmp_path / 'full.pt', 'full')
     with pytest.raises(SystemExit, match="is attn='full', not a dilated model"):
         reach.main(['--ckpt', str(tmp_path / 'full.pt')])
+    save_tiny(tmp_path / 'gpt2.pt', 'dilated', tokenizer='gpt2')
+    with pytest.raises(SystemExit, match='uses the gpt2 tokenizer'):
+        reach.main(['--ckpt', str(tmp_path / 'gpt2.pt')])
