@@ -9,7 +9,8 @@ exact match on new keys at start and middle; then min / median / max over the ru
     python scripts/convergence.py --config recall_infini --seeds 1-4 --threads 2 --json out-convergence/recall.json
 
 Runs are subprocesses (train.py, then passkey.py), one at a time, in --work/<config>/seed<S>_t<T>; a finished run
-whose settings match is reused. The JSON (default --work/<config>.json) is not replaced without --force.
+whose settings match is reused, one with other settings is refused (not replaced): give each sweep its own --work.
+The JSON (default --work/<config>.json) is not replaced without --force.
 """
 import argparse
 import json
@@ -32,7 +33,10 @@ def one_run(args, seed, threads):
     if os.path.exists(summary_path):
         with open(summary_path) as f:
             summary = json.load(f)
-        if summary['settings'] == settings and summary['trials'] == args.trials:
+        if summary['settings'] != settings:  # another run's checkpoint: not ours to replace
+            raise SystemExit(f"error: {folder} holds a run trained with {' '.join(summary['settings'])}, not "
+                             f"{' '.join(settings)}; use another --work, or delete the folder to train it again")
+        if summary['trials'] == args.trials:
             return summary
     os.makedirs(folder, exist_ok=True)
     seconds = run(['train.py', *settings, f"--out_dir={folder}", '--overwrite=True'],

@@ -2,7 +2,8 @@
 planted in the first segment is asked for three segments later. Infini-attention must learn it (its memory is the
 only path from the first segment to the question); local attention, the same model without memory, must stay at
 chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests; here that
-script runs only at a tiny budget, for its plan, what it reuses and where it writes. scripts/dilated_reach.py (what
+script (and scripts/convergence.py) runs only at a tiny budget, for its plan, what it reuses and where it writes.
+scripts/dilated_reach.py (what
 a dilated model of a given depth can read at all) is checked against the model's own attention."""
 
 import importlib.util
@@ -281,3 +282,23 @@ def test_dilated_reach_with_a_checkpoint_reports_its_accuracy_by_route(tmp_path,
     save_tiny(tmp_path / 'gpt2.pt', 'dilated', tokenizer='gpt2')
     with pytest.raises(SystemExit, match='uses the gpt2 tokenizer'):
         reach.main(['--ckpt', str(tmp_path / 'gpt2.pt')])
+
+
+def test_a_convergence_sweep_does_not_replace_a_run_made_with_other_settings(tmp_path):
+    """scripts/convergence.py keeps each run in WORK/CONFIG/seed<S>_t<T>: a second sweep with other overrides in the
+    same --work is refused in one line, and the first run's checkpoint is left as it was; the same settings reuse it."""
+    work, tiny = tmp_path / 'work', ['--batch_size=2', '--eval_iters=1', '--max_iters=2']
+    sweep = lambda *overrides: subprocess.run(
+        [sys.executable, os.path.join(REPO, 'scripts', 'convergence.py'), '--config', 'recall_infini', '--seeds', '1',
+         '--threads', '1', '--trials', '1', '--work', str(work), '--force', '--', *tiny, *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = sweep()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ckpt = work / 'recall_infini' / 'seed1_t1' / 'ckpt.pt'
+    mtime = ckpt.stat().st_mtime
+    done = sweep('--attn=local')
+    error = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and error.startswith('error: ') and '--attn=local' in error and 'another --work' in error
+    assert ckpt.stat().st_mtime == mtime
+    done = sweep()
+    assert done.returncode == 0 and ckpt.stat().st_mtime == mtime, done.stderr[-2000:]
