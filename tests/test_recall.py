@@ -3,8 +3,8 @@ planted in the first segment is asked for three segments later. Infini-attention
 only path from the first segment to the question); local attention, the same model without memory, must stay at
 chance (1 in 10). The long runs (passkey retrieval at 1M tokens) are scripts/recall_cpu.py, not tests; here that
 script (and scripts/convergence.py) runs only at a tiny budget, for its plan, what it reuses and where it writes.
-scripts/dilated_reach.py (what
-a dilated model of a given depth can read at all) is checked against the model's own attention."""
+scripts/dilated_reach.py (what a dilated model of a given depth can read at all) is checked against the model's own
+attention."""
 
 import importlib.util
 import json
