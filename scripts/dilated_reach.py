@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_model  # noqa: E402
+from model import GPTConfig  # noqa: E402
 from passkey import MAX_KEY, Pieces, build_prompt  # noqa: E402
 from sample import parse_size  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
@@ -58,17 +59,22 @@ def digit_targets(pieces, prompt):
     """(position predicting each digit, the two positions in the key line that hold that digit) for the answer's
     digits (its first token, the space, needs no key)."""
     key_line = (prompt.key_start + pieces.key_first(prompt.key), prompt.key_start + pieces.key_last(prompt.key))
-    n = len(pieces.answer(prompt.key))
-    return [(len(prompt.ids) - 1 + a, [start + a for start in key_line]) for a in range(1, n)]
+    return [(len(prompt.ids) - 1 + a, [start + a for start in key_line]) for a in range(1, len(prompt.answer))]
+
+
+def random_prompts(pieces, length, trials, seed):
+    """`trials` passkey prompts of `length` tokens, each with a random key at a random depth."""
+    rng = random.Random(seed)
+    for _ in range(trials):
+        key = rng.randint(1, MAX_KEY)
+        yield build_prompt(pieces, length, rng.random(), key)
 
 
 def readable(pieces, length, segments, rates, layers, trials, seed):
     """For each depth 1..layers: the share of prompts (random key and depth) whose every digit is reachable."""
-    rng, reaches, counts = random.Random(seed), {}, np.zeros(layers)
-    for _ in range(trials):
-        key = rng.randint(1, MAX_KEY)
-        prompt = build_prompt(pieces, length, rng.random(), key)
-        T = len(prompt.ids) + len(pieces.answer(key))
+    reaches, counts = {}, np.zeros(layers)
+    for prompt in random_prompts(pieces, length, trials, seed):
+        T = len(prompt.ids) + len(prompt.answer)
         if T not in reaches:  # prompts of one length differ by less than a filler sentence: a few sizes
             reaches[T] = reach(coverage(T, segments, rates), layers)
         for depth, R in enumerate(reaches[T]):
@@ -84,11 +90,9 @@ def accuracy_by_route(model, pieces, length, trials, seed):
     """{route: [right, digits]}: the model's teacher-forced argmax on each answer digit, by how its patterns let the
     digit's position reach a copy of that digit in the key line: in one layer, only in two or more (up to its depth),
     or not at all (ROUTES)."""
-    c, rng, counts = model.config, random.Random(seed), {route: [0, 0] for route in ROUTES}
-    for _ in range(trials):
-        key = rng.randint(1, MAX_KEY)
-        prompt = build_prompt(pieces, length, rng.random(), key)
-        ids = np.concatenate((prompt.ids, pieces.answer(key)))
+    c, counts = model.config, {route: [0, 0] for route in ROUTES}
+    for prompt in random_prompts(pieces, length, trials, seed):
+        ids = np.concatenate((prompt.ids, prompt.answer))
         steps = reach(coverage(len(ids), c.dilated_segments, c.dilated_rates), c.n_layer)
         predicted = model(torch.from_numpy(ids)[None])[0][0].argmax(-1).numpy()
         for p, targets in digit_targets(pieces, prompt):
@@ -124,9 +128,10 @@ def main(argv=None):
             raise SystemExit(f"error: {args.ckpt} uses the {ckpt['tokenizer']} tokenizer; this counts byte tokens "
                              f"(one per digit)")
         args.segments, args.rates = model.config.dilated_segments, model.config.dilated_rates
-    if len(args.segments) != len(args.rates) or not args.segments or min(args.rates) < 1 or args.rates[0] != 1:
-        raise SystemExit(f"error: --segments {args.segments} and --rates {args.rates} must be of the same length, "
-                         f"the rates >= 1 and starting at 1 (as model.GPTConfig checks)")
+    try:  # the patterns are checked as the model checks them
+        GPTConfig(attn='dilated', dilated_segments=args.segments, dilated_rates=args.rates)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     if args.layers < 1 or args.trials < 1:
         raise SystemExit("error: --layers and --trials must be at least 1")
     try:

@@ -1,6 +1,6 @@
 """Every command the README, docs/, configs/ and the scripts' own usage lines give for passkey.py, eval_ppl.py,
-sample.py, scripts/recall_cpu.py, scripts/gca_compare.py and scripts/dilated_reach.py still parses as written: its flags exist and take the
-values shown. Parsing only; nothing runs."""
+sample.py, scripts/recall_cpu.py, scripts/gca_compare.py and scripts/dilated_reach.py still parses as written: its
+flags exist and take the values shown. Parsing only; nothing runs."""
 import argparse
 import ast
 import glob

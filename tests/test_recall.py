@@ -151,10 +151,6 @@ def load_script(name):
     return module
 
 
-def load_recall_cpu():
-    return load_script('recall_cpu')
-
-
 def run_error(module, argv):
     with pytest.raises(SystemExit) as e:
         module.main(argv)
@@ -164,7 +160,7 @@ def run_error(module, argv):
 
 
 def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
-    recall = load_recall_cpu()
+    recall = load_script('recall_cpu')
     monkeypatch.setattr(recall, 'train', lambda *a: pytest.fail('it started training'))
     work = ['--work', str(tmp_path / 'work')]
     assert 'no run; choose from' in run_error(recall, ['--only', ''] + work)
@@ -185,7 +181,7 @@ def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monk
                                          (['--seeds', '1'], 'work/recall_cpu.json'),
                                          (['--max_iters=20'], 'work/recall_cpu.json')])
 def test_only_the_full_recipe_writes_the_tracked_results(tmp_path, monkeypatch, argv, where):
-    recall = load_recall_cpu()
+    recall = load_script('recall_cpu')
 
     def stop(path, flag, replace):  # the first output it checks is the report's
         raise SystemExit(f'{path} {replace}')
@@ -212,7 +208,7 @@ def test_an_interrupted_stage_is_trained_again_in_its_own_folder(tmp_path):
 def test_cells_are_averaged_over_seeds_with_their_spread():
     """A seed's missing metric (gca's key_retrieved when no key lay beyond the window) is averaged over the seeds that
     have it; a stage is counted as learned in a seed when its final answer loss is below 0.1."""
-    recall = load_recall_cpu()
+    recall = load_script('recall_cpu')
     cell = lambda exact, retrieved: dict(stage=2, len=2304, depth='start', trials=10, exact=exact, token_acc=exact,
                                          key_retrieved=retrieved, key_retrieved_chance=0.2)
     stages = lambda *losses: [dict(val_answer_loss=loss) for loss in losses]
@@ -298,7 +294,8 @@ def test_a_convergence_sweep_does_not_replace_a_run_made_with_other_settings(tmp
     mtime = ckpt.stat().st_mtime
     done = sweep('--attn=local')
     error = done.stderr.strip().splitlines()[-1]
-    assert done.returncode != 0 and error.startswith('error: ') and '--attn=local' in error and 'another --work' in error
+    assert done.returncode != 0 and error.startswith('error: ')
+    assert '--attn=local' in error and 'another --work' in error
     assert ckpt.stat().st_mtime == mtime
     done = sweep()
     assert done.returncode == 0 and ckpt.stat().st_mtime == mtime, done.stderr[-2000:]
