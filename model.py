@@ -38,6 +38,7 @@ class GPTConfig:
     attn: str = 'infini'        # one of ATTENTION_KINDS
     segment_len: int = 2048     # local / infini: attention window and memory-update period
     mem_update: str = 'linear'  # infini: 'linear' or 'delta'
+    mem_feature: str = 'elu'    # infini: σ of the memory's Q and K, 'elu' (ELU+1, the paper) or 'relu' (not the paper)
     gate_init: tuple = (0.0,)   # infini: initial gate β of each head, repeated over the heads; 0 = an even mix
     dilated_segments: tuple = (2048, 4096, 8192, 16384, 32768)  # dilated: segment lengths w_i
     dilated_rates: tuple = (1, 2, 4, 6, 12)                     # dilated: dilation rates r_i
@@ -72,6 +73,8 @@ class GPTConfig:
                    f"repeated); set both, e.g. --n_head=2 --gate_init=(3,-3)")
         if self.mem_update not in ('linear', 'delta'):
             yield f"mem_update={self.mem_update!r} must be 'linear' or 'delta'"
+        if self.mem_feature not in MEMORY_FEATURES:
+            yield f"mem_feature={self.mem_feature!r} must be one of {', '.join(map(repr, MEMORY_FEATURES))}"
         if not 0.0 <= self.dropout < 1.0:
             yield f"dropout={self.dropout} must be in [0, 1)"
         if self.attn == 'dilated':
@@ -229,6 +232,10 @@ class LocalAttention(AttentionBase):
 #   linear: M_s = M_{s-1} + σ(K)ᵀ V,   z_s = z_{s-1} + Σ_t σ(K_t)                  (eq. 4)
 #   delta:  M_s = M_{s-1} + σ(K)ᵀ (V - σ(K) M_{s-1} / (σ(K) z_{s-1}))             (eq. 5)
 #   A = sigmoid(β) ⊙ A_mem + (1 - sigmoid(β)) ⊙ A_dot                              (eq. 6)
+# One departure, off by default (mem_feature='relu'): σ = ReLU instead of ELU + 1. ELU + 1 is never 0, so every
+# token written adds σ(q)·σ(k) > 0 to the read-out's denominator and the key's share of A_mem falls as 1/length
+# (docs/recall.md#why-accuracy-falls-with-length); ReLU can give an unrelated key exactly zero weight. On the
+# passkey task it trained worse, and its filler weight did not fall (docs/recall.md, "Toward 1M tokens").
 
 class Memory(NamedTuple):
     M: torch.Tensor  # (B, H, D, D) float32: Σ σ(K)ᵀ V over past segments
@@ -240,8 +247,14 @@ class InfiniState(NamedTuple):
     cache: Optional[KVCache]  # keys/values of the unfinished segment, None at a segment boundary
 
 
-def sigma(x):
-    return F.elu(x) + 1
+MEMORY_FEATURES = {
+    'elu': lambda x: F.elu(x) + 1,  # the paper's σ
+    'relu': F.relu,                 # not the paper's: a key can get exactly zero weight
+}
+
+
+def sigma(x, feature='elu'):
+    return MEMORY_FEATURES[feature](x)
 
 
 def at_least_fp32(x):
@@ -250,9 +263,10 @@ def at_least_fp32(x):
 
 
 def memory_retrieve(sq, memory_M, memory_z):
-    """σ(Q) M / (σ(Q) z), eq. 3. Empty memory (z = 0, hence M = 0) reads as 0, never 0/0."""
+    """σ(Q) M / (σ(Q) z), eq. 3. Empty memory (z = 0, hence M = 0) reads as 0, never 0/0; so does, with ReLU, a
+    query that no stored key overlaps."""
     numerator = sq @ memory_M                           # (..., T, D) @ (..., D, D)
-    denominator = sq @ memory_z.unsqueeze(-1)           # (..., T, 1); > 0 unless z = 0, as σ > 0
+    denominator = sq @ memory_z.unsqueeze(-1)           # (..., T, 1); > 0 unless z = 0 (ELU + 1 > 0)
     return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 
@@ -294,8 +308,9 @@ class InfiniAttention(AttentionBase):
         """A_mem of every segment of the group, each reading the memory of all complete segments before it,
         and the memory after the group's complete segments."""
         with torch.autocast(g.q.device.type, enabled=False):
-            n_full, sq = g.n_full, sigma(at_least_fp32(g.q))
-            sk, vf = sigma(at_least_fp32(g.k[:, :, :n_full])), at_least_fp32(g.v[:, :, :n_full])  # complete segments
+            n_full, feature = g.n_full, self.config.mem_feature
+            sq, sk = sigma(at_least_fp32(g.q), feature), sigma(at_least_fp32(g.k[:, :, :n_full]), feature)
+            vf = at_least_fp32(g.v[:, :, :n_full])  # sk, vf: the complete segments only
             if self.config.mem_update == 'linear':
                 # Fast path: the memory segment s reads is M_0 plus the exclusive prefix sum over segments of
                 # the per-segment updates σ(K_j)ᵀ V_j (and Σ σ(K_j) for z): one cumsum, no loop over segments.

@@ -285,7 +285,7 @@ class SequenceParallelInfiniAttention(SequenceParallelMixin, InfiniAttention):
         """M and z after the segments of ranks 0..rank-1: eq. 4 summed over their tokens, as a prefix sum over
         ranks (the linear memory is a sum, so where the segment boundaries fall does not matter)."""
         with torch.autocast(k.device.type, enabled=False):
-            sk, vf = sigma(at_least_fp32(k)), at_least_fp32(v)
+            sk, vf = sigma(at_least_fp32(k), self.config.mem_feature), at_least_fp32(v)
             total = torch.cat((sk.transpose(-1, -2) @ vf, sk.sum(-2).unsqueeze(-1)), dim=-1)  # (B, H, D, D+1)
             totals = all_gather(total.unsqueeze(0), self.seq_group)                         # (P, B, H, D, D+1)
             before = totals[:rank].sum(0)

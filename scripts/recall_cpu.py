@@ -50,6 +50,8 @@ LENGTHS = [TRAIN_LEN, 8 * TRAIN_LEN, 64 * TRAIN_LEN, MILLION]
 RUNS = [
     ('infini_linear', [], {2: LENGTHS, 3: LENGTHS[1:], 4: LENGTHS[2:]}),
     ('infini_delta', ['--mem_update=delta'], {2: LENGTHS, 3: LENGTHS[1:]}),
+    # Not the paper's memory: σ = ReLU, which can give filler keys exactly zero weight (model.py, MEMORY_FEATURES).
+    ('infini_relu', ['--mem_feature=relu'], {2: LENGTHS, 3: LENGTHS[1:]}),
     ('local', ['--attn=local'], {2: LENGTHS[:2]}),
     ('full', ['--attn=full'], {2: LENGTHS[:1]}),
     # gca: chunks of 16 and a sliding window of 32 (the least it allows: 2 chunks), so that like local attention it

@@ -4,6 +4,8 @@ of each memory head's read-out that comes from the key line: at the position tha
 
     share = Σ_{j in key line} σ(q)·σ(k_j)  /  σ(q)·z,     z = Σ_{all j in memory} σ(k_j)      (Infini eq. 3)
 
+(σ: the checkpoint's mem_feature, ELU + 1 as in the paper or ReLU.)
+
 The read-out σ(q)M / σ(q)z is a weighted mean of the stored values, so the key's value reaches the output with
 weight `share`; the filler's weight grows with its length unless σ(q)·σ(k_filler) is ~0.
 
@@ -37,8 +39,9 @@ def memory_shares(model, prompt):
     for layer, block in enumerate(model.blocks):
         h = block.ln_1(x)
         q, k, _ = block.attn.c_attn(h).view(1, -1, 3, model.config.n_head, model.config.head_size).unbind(2)
-        weights = (sigma(k[0, :in_memory].double()) * sigma(q[0, -1].double())).sum(-1)  # (positions, heads)
-        total = weights.sum(0)
+        feature = model.config.mem_feature
+        weights = (sigma(k[0, :in_memory].double(), feature) * sigma(q[0, -1].double(), feature)).sum(-1)
+        total = weights.sum(0).clamp_min(1e-300)  # (heads,) 0 only with ReLU and no overlap: the head reads 0
         filler = weights[~key_line].sum(0) / max(1, int((~key_line).sum()))
         for head in range(model.config.n_head):
             rows.append((layer, head, (weights[key_line, head].sum() / total[head]).item(), filler[head].item()))

@@ -1,14 +1,16 @@
 """model.py against slow, literal float64 references written straight from the papers' equations."""
 
+import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, ATTENTION
+from model import ATTENTION, GPT, GPTConfig, Memory, memory_retrieve, memory_update, sigma
 
 KINDS = ['full', 'local', 'infini', 'dilated']
+INFINI_VARIANTS = {'infini-delta': dict(mem_update='delta'), 'infini-relu': dict(mem_feature='relu')}
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +26,11 @@ def tiny_config(attn, **kw):
     base = dict(vocab_size=61, n_layer=2, n_head=4, n_embd=32, attn=attn, segment_len=8,
                 dilated_segments=(4, 8, 16), dilated_rates=(1, 2, 3))  # 3 divides neither 4, 8 nor 16
     return GPTConfig(**{**base, **kw})
+
+
+def tiny_config_of(kind):
+    """One of KINDS, or an Infini variant ('infini-delta', 'infini-relu')."""
+    return tiny_config(kind.split('-')[0], **INFINI_VARIANTS.get(kind, {}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,9 +69,21 @@ def merge_heads(attn, y):
     return attn.c_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
 
+def ref_memory_read(sq, M, z):
+    """σ(q)M / σ(q)z per query row; 0 where σ(q)z = 0 (an empty memory, or with ReLU no stored key sharing a
+    dimension with the query)."""
+    out = torch.zeros(*sq.shape[:-1], M.size(-1), dtype=sq.dtype)
+    for b, h, t in itertools.product(*(range(n) for n in sq.shape[:3])):
+        denominator = sq[b, h, t] @ z[b, h]
+        if denominator > 0:
+            out[b, h, t] = (sq[b, h, t] @ M[b, h]) / denominator
+    return out
+
+
 def ref_infini(attn, x, rule):
     """Infini-attention, a Python loop over segments (the last one may be shorter)."""
-    S, sigma = attn.config.segment_len, lambda t: F.elu(t) + 1
+    S = attn.config.segment_len
+    sigma = {'elu': lambda t: F.elu(t) + 1, 'relu': lambda t: t.clamp(min=0)}[attn.config.mem_feature]
     q, k, v = split_heads(attn, x)
     B, H, T, D = q.shape
     M, z = torch.zeros(B, H, D, D), torch.zeros(B, H, D)
@@ -74,15 +93,10 @@ def ref_infini(attn, x, rule):
         qs, ks, vs = q[:, :, start:start + S], k[:, :, start:start + S], v[:, :, start:start + S]
         positions = list(range(qs.size(2)))  # positions restart in every segment
         a_dot = ref_causal_softmax_attention(ref_rope(qs, positions), ref_rope(ks, positions), vs)
-        if z.abs().sum() == 0:  # empty memory reads as zero
-            a_mem = torch.zeros_like(a_dot)
-            retrieved_k = torch.zeros_like(vs)
-        else:
-            a_mem = (sigma(qs) @ M) / (sigma(qs) @ z.unsqueeze(-1))
-            retrieved_k = (sigma(ks) @ M) / (sigma(ks) @ z.unsqueeze(-1))
+        a_mem = ref_memory_read(sigma(qs), M, z)
         outputs.append(gate * a_mem + (1 - gate) * a_dot)
         if qs.size(2) == S:  # only complete segments are written to memory
-            new_v = vs - retrieved_k if rule == 'delta' else vs
+            new_v = vs - ref_memory_read(sigma(ks), M, z) if rule == 'delta' else vs
             M = M + sigma(ks).transpose(-1, -2) @ new_v
             z = z + sigma(ks).sum(-2)
     return merge_heads(attn, torch.cat(outputs, dim=2))
@@ -191,11 +205,12 @@ def assert_fast_path_matches_reference(attn, x, reference):
 # ---------------------------------------------------------------------------------------------
 # Fast path == reference, values and gradients.
 
+@pytest.mark.parametrize('feature', ['elu', 'relu'])
 @pytest.mark.parametrize('rule', ['linear', 'delta'])
 @pytest.mark.parametrize('T', [8, 16, 40, 37])  # 1, 2 and 5 segments, and a last segment shorter than 8
-def test_infini_fast_path_matches_reference_values_and_grads(rule, T):
+def test_infini_fast_path_matches_reference_values_and_grads(feature, rule, T):
     torch.manual_seed(T)
-    attn = ATTENTION['infini'](tiny_config('infini', mem_update=rule))
+    attn = ATTENTION['infini'](tiny_config('infini', mem_update=rule, mem_feature=feature))
     with torch.no_grad():
         attn.gate.copy_(torch.randn(4))  # not the symmetric init, so the gate's gradient is tested too
     x = torch.randn(2, T, 32)
@@ -264,11 +279,10 @@ def test_dilated_with_fewer_heads_than_a_rate_matches_reference_values_and_grads
 # ---------------------------------------------------------------------------------------------
 # Model-level properties, every kind.
 
-@pytest.mark.parametrize('kind', KINDS + ['infini-delta'])
+@pytest.mark.parametrize('kind', KINDS + list(INFINI_VARIANTS))
 def test_no_token_sees_the_future(kind):
-    attn, rule = (kind.split('-') + ['linear'])[:2]
     torch.manual_seed(0)
-    model = GPT(tiny_config(attn, mem_update=rule))
+    model = GPT(tiny_config_of(kind))
     idx = torch.randint(0, 61, (2, 40))
     logits, _, _ = model(idx)
     for t in [1, 7, 8, 9, 23, 39]:
@@ -277,12 +291,11 @@ def test_no_token_sees_the_future(kind):
         assert torch.equal(model(changed)[0][:, :t], logits[:, :t]), f"position < {t} saw the future"
 
 
-@pytest.mark.parametrize('kind', KINDS + ['infini-delta'])
+@pytest.mark.parametrize('kind', KINDS + list(INFINI_VARIANTS))
 @pytest.mark.parametrize('pieces', [[40], [8, 8, 24], [5, 11, 1, 8, 15], [1] * 20 + [20]])
 def test_streaming_in_pieces_equals_one_call(kind, pieces):
-    attn, rule = (kind.split('-') + ['linear'])[:2]
     torch.manual_seed(0)
-    model = GPT(tiny_config(attn, mem_update=rule))
+    model = GPT(tiny_config_of(kind))
     idx = torch.randint(0, 61, (2, 40))
     logits, _, _ = model(idx)
     state, outputs, start = None, [], 0
@@ -307,13 +320,38 @@ def test_streaming_state_does_not_grow(kind):
 
 def test_empty_memory_gives_finite_outputs():
     torch.manual_seed(0)
-    for rule in ('linear', 'delta'):
-        attn = ATTENTION['infini'](tiny_config('infini', mem_update=rule)).float()
+    for kind in ['infini', *INFINI_VARIANTS]:
+        attn = ATTENTION['infini'](tiny_config_of(kind)).float()
         x = torch.randn(1, 8, 32, dtype=torch.float32, requires_grad=True)  # one segment: memory stays empty
         y, state = attn(x)
         y.sum().backward()
         assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
         assert torch.isfinite(attn.gate.grad).all()
+
+
+def test_relu_memory_ignores_keys_that_share_no_dimension_with_the_query():
+    """The point of mem_feature='relu': filler whose keys do not overlap the query adds nothing to the read, however
+    much of it is stored; with ELU + 1 (the paper's σ) every stored token dilutes the key's value."""
+    q = torch.tensor([[2.0, 1.0, -1.0, -3.0]])
+    key, filler = torch.tensor([[1.0, 0.5, -2.0, 0.0]]), torch.tensor([[-1.0, -2.0, 3.0, 1.0]])
+    v_key, v_filler = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    for feature in ('relu', 'elu'):
+        reads = []
+        for n_filler in (1, 1000):
+            empty = Memory(torch.zeros(4, 2), torch.zeros(4))
+            k, v = torch.cat((key, filler.expand(n_filler, 4))), torch.cat((v_key, v_filler.expand(n_filler, 2)))
+            memory = memory_update(empty, sigma(k, feature), v, 'linear')
+            reads.append(memory_retrieve(sigma(q, feature), memory.M, memory.z))
+        if feature == 'relu':
+            assert torch.equal(reads[0], v_key) and torch.equal(reads[1], v_key)
+        else:
+            assert reads[1][0, 0] < reads[0][0, 0] < 1  # the key's share falls as filler is stored
+    # a query that overlaps nothing stored reads 0, with a finite gradient
+    q = q.neg().requires_grad_(True)
+    memory = memory_update(Memory(torch.zeros(4, 2), torch.zeros(4)), sigma(key, 'relu'), v_key, 'linear')
+    read = memory_retrieve(sigma(q, 'relu'), memory.M, memory.z)
+    read.sum().backward()
+    assert torch.equal(read, torch.zeros(1, 2)) and torch.isfinite(q.grad).all()
 
 
 def test_last_logits_restricts_the_head():
@@ -355,6 +393,7 @@ def test_gates_get_their_own_lr_and_no_weight_decay():
     (dict(n_embd=30, n_head=4), 'divisible'),
     (dict(attn='sparse'), 'attention kind'),
     (dict(mem_update='gated'), 'linear'),
+    (dict(mem_feature='softmax'), 'relu'),
     (dict(attn='dilated', dilated_segments=(4, 8), dilated_rates=(1,)), 'same length'),
     (dict(attn='dilated', dilated_segments=(8, 4), dilated_rates=(1, 2)), 'increase'),
     (dict(attn='dilated', dilated_segments=(4, 8), dilated_rates=(2, 2)), 'start at 1'),

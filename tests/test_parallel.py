@@ -30,6 +30,7 @@ CONFIGS = {
     'dilated_uneven': dict(attn='dilated', dilated_segments=(4, 8, 24, 64), dilated_rates=(1, 2, 3, 5)),
     'infini': dict(attn='infini', segment_len=4, mem_update='linear'),
     'infini_delta': dict(attn='infini', segment_len=4, mem_update='delta'),
+    'infini_relu': dict(attn='infini', segment_len=4, mem_feature='relu'),
 }
 TOL = 1e-10
 

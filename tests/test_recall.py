@@ -11,10 +11,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
 
+from checkpoint import save_checkpoint
 from model import GPT, GPTConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,9 +39,9 @@ def recall_batch(generator, batch_size):
     return x, y
 
 
-def train_and_score(attn, steps=400):
+def train_and_score(attn, steps=400, **extra):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=1, n_embd=32, attn=attn, segment_len=SEGMENT))
+    model = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=1, n_embd=32, attn=attn, segment_len=SEGMENT, **extra))
     optimizer = model.configure_optimizers(0.0, 1e-2, 0.1, (0.9, 0.95), 'cpu')
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -63,6 +65,10 @@ def one_thread():
 
 def test_infini_memory_recalls_a_digit_three_segments_back():
     assert train_and_score('infini') > 0.6
+
+
+def test_relu_memory_recalls_it_too():
+    assert train_and_score('infini', steps=600, mem_feature='relu') > 0.9  # 1.0 (ELU + 1: 1.0); at 400 steps 0.61
 
 
 def test_local_attention_cannot_recall_it():
@@ -299,3 +305,31 @@ def test_a_convergence_sweep_does_not_replace_a_run_made_with_other_settings(tmp
     assert ckpt.stat().st_mtime == mtime
     done = sweep()
     assert done.returncode == 0 and ckpt.stat().st_mtime == mtime, done.stderr[-2000:]
+
+
+def diagnosis_rows(ckpt, capsys):
+    load_script('recall_diagnosis').main(['--ckpt', ckpt, '--lens', '288,576', '--trials', '2'])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [row[:3] for row in rows] == [[n, f'L{layer}', f'H{head}'] for n in ('288', '576')
+                                         for layer in (1, 2) for head in (0, 1)]
+    return [float(row[4].rstrip('%')) for row in rows]
+
+
+@pytest.mark.parametrize('kind', ['infini', 'infini_relu'])
+def test_recall_diagnosis_prints_a_share_for_every_memory_head(tmp_path, capsys, kind):
+    from tiny_checkpoints import save_tiny
+    shares = diagnosis_rows(save_tiny(tmp_path / 'ckpt.pt', kind), capsys)
+    assert all(0 < share < 100 for share in shares), shares
+
+
+def test_recall_diagnosis_of_a_relu_memory_that_no_key_overlaps_is_zero(tmp_path, capsys):
+    """With ReLU every stored key can have zero weight for a query (here q = k = 0): the share is 0, not 0/0."""
+    from tiny_checkpoints import tiny_model
+    model = tiny_model('infini_relu')
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.c_attn.weight.zero_()
+    ckpt = str(tmp_path / 'ckpt.pt')
+    save_checkpoint(ckpt, {'model': model.state_dict(), 'model_args': asdict(model.config), 'tokenizer': 'byte',
+                           'iter_num': 0})
+    assert diagnosis_rows(ckpt, capsys) == [0.0] * 8

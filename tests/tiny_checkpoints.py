@@ -11,6 +11,7 @@ from model import ATTENTION_KINDS, GPT, GPTConfig
 KINDS = {
     'infini': dict(attn='infini'),
     'infini_delta': dict(attn='infini', mem_update='delta'),
+    'infini_relu': dict(attn='infini', mem_feature='relu'),
     'local': dict(attn='local'),
     'full': dict(attn='full'),
     'dilated': dict(attn='dilated', dilated_segments=(16, 32), dilated_rates=(1, 2)),
