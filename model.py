@@ -266,7 +266,7 @@ def memory_retrieve(sq, memory_M, memory_z):
     """σ(Q) M / (σ(Q) z), eq. 3. Empty memory (z = 0, hence M = 0) reads as 0, never 0/0; so does, with ReLU, a
     query that no stored key overlaps."""
     numerator = sq @ memory_M                           # (..., T, D) @ (..., D, D)
-    denominator = sq @ memory_z.unsqueeze(-1)           # (..., T, 1); > 0 unless z = 0 (ELU + 1 > 0)
+    denominator = sq @ memory_z.unsqueeze(-1)           # (..., T, 1); with ELU + 1 (> 0), 0 only when z = 0
     return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 

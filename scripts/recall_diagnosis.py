@@ -35,11 +35,10 @@ def memory_shares(model, prompt):
     in_memory = (len(prompt.ids) - 1) // S * S  # the complete segments before the question's segment
     key_line = torch.zeros(in_memory, dtype=torch.bool)
     key_line[prompt.key_start:min(prompt.key_end, in_memory)] = True
-    x, rows = model.wte(ids), []
+    x, rows, feature = model.wte(ids), [], model.config.mem_feature
     for layer, block in enumerate(model.blocks):
         h = block.ln_1(x)
         q, k, _ = block.attn.c_attn(h).view(1, -1, 3, model.config.n_head, model.config.head_size).unbind(2)
-        feature = model.config.mem_feature
         weights = (sigma(k[0, :in_memory].double(), feature) * sigma(q[0, -1].double(), feature)).sum(-1)
         total = weights.sum(0).clamp_min(1e-300)  # (heads,) 0 only with ReLU and no overlap: the head reads 0
         filler = weights[~key_line].sum(0) / max(1, int((~key_line).sum()))

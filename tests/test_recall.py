@@ -11,12 +11,10 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 
 import pytest
 import torch
 
-from checkpoint import save_checkpoint
 from model import GPT, GPTConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -324,12 +322,9 @@ def test_recall_diagnosis_prints_a_share_for_every_memory_head(tmp_path, capsys,
 
 def test_recall_diagnosis_of_a_relu_memory_that_no_key_overlaps_is_zero(tmp_path, capsys):
     """With ReLU every stored key can have zero weight for a query (here q = k = 0): the share is 0, not 0/0."""
-    from tiny_checkpoints import tiny_model
+    from tiny_checkpoints import save_model, tiny_model
     model = tiny_model('infini_relu')
     with torch.no_grad():
         for block in model.blocks:
             block.attn.c_attn.weight.zero_()
-    ckpt = str(tmp_path / 'ckpt.pt')
-    save_checkpoint(ckpt, {'model': model.state_dict(), 'model_args': asdict(model.config), 'tokenizer': 'byte',
-                           'iter_num': 0})
-    assert diagnosis_rows(ckpt, capsys) == [0.0] * 8
+    assert diagnosis_rows(save_model(tmp_path / 'ckpt.pt', model), capsys) == [0.0] * 8

@@ -36,7 +36,10 @@ def tiny_model(kind='infini', seed=0, **extra):
 
 
 def save_tiny(path, kind='infini', model_args=None, tokenizer='byte', **extra):
-    model = tiny_model(kind, **extra)
+    return save_model(path, tiny_model(kind, **extra), model_args, tokenizer)
+
+
+def save_model(path, model, model_args=None, tokenizer='byte'):
     save_checkpoint(str(path), {'model': model.state_dict(), 'model_args': model_args or asdict(model.config),
                                 'tokenizer': tokenizer, 'iter_num': 0})
     return str(path)
