@@ -18,6 +18,10 @@ Two scores per length x depth (both over --trials random keys 1..50000, as Landm
 - token accuracy: teacher-forced, the fraction of the answer's tokens (" N" tokenized) whose argmax, given the
   prompt and the answer's earlier tokens, is the true token. It moves before exact match does.
 For gca, a third: how often the retriever fetched a chunk that holds the key, against the chance of a random pick.
+A prompt is exactly its length in tokens (the last filler sentence may be cut), and by default each is a random
+0..S-1 tokens shorter than --len, S the model's segment length (gca: its chunk): one length alone puts every answer at
+one position of its segment, and a model trained at one position answered a quarter as often a few tokens off it
+(docs/recall.md). --offsets 1 asks for exactly --len. The fine-tuning examples below spread the answer the same way.
 Start, middle and end are reported separately because only start and middle test the memory: when the key lies
 in the last segment, local attention alone finds it. The paper's zero-shot Infini model scores ~100% at the end
 but 3-14% at start/middle; after fine-tuning on 5K-token examples it finds the key at every depth up to 1M.
@@ -105,16 +109,13 @@ class Pieces:
         return len(self.head) + len(self.key_line(key)) + len(self.question)
 
     def filler(self, budget):
-        """As many whole filler sentences (cycling through the five) as fit in `budget` tokens: their tokens and
-        the token offset at which each sentence starts (plus the end). Short of budget by less than one sentence."""
-        lengths = np.array([len(s) for s in self.sentences])
-        rounds, rest = divmod(budget, len(self.cycle))
-        n_extra = 0
-        while n_extra < len(lengths) and lengths[:n_extra + 1].sum() <= rest:
-            n_extra += 1
-        tokens = np.concatenate([np.tile(self.cycle, rounds)] + self.sentences[:n_extra])
-        starts = np.concatenate(([0], np.cumsum(np.concatenate([np.tile(lengths, rounds), lengths[:n_extra]]))))
-        return tokens, starts
+        """`budget` tokens of filler (the five sentences, cycling; the last may be cut mid-sentence, so that a prompt
+        has exactly the length asked for) and the offsets at which a whole sentence starts, plus `budget`: the places
+        where the key line may go."""
+        tokens = np.resize(self.cycle, budget)
+        lengths = np.tile([len(s) for s in self.sentences], budget // len(self.cycle) + 1)
+        ends = np.cumsum(lengths)
+        return tokens, np.concatenate(([0], ends[ends < budget], [budget])) if budget else np.zeros(1, np.int64)
 
 
 def check_depth(depth):
@@ -132,8 +133,8 @@ def check_depth(depth):
 
 
 def build_prompt(pieces, length, depth, key):
-    """The passkey prompt of `length` tokens (exactly, or short of it by less than one filler sentence) with
-    the key line after a `depth` fraction of the filler sentences."""
+    """The passkey prompt of exactly `length` tokens, with the key line after a `depth` fraction of the filler
+    sentences."""
     key_line = pieces.key_line(key)
     budget = length - len(pieces.head) - len(key_line) - len(pieces.question)
     if budget < 0:
@@ -242,44 +243,82 @@ def last_segment_start(config, length):
     return (length - 1) // dense * dense
 
 
-def batches_of_equal_length(pieces, length, fraction, keys, batch):
-    """The prompts for `keys`, in batches of at most `batch` prompts of one length (keys with more digits take
-    more tokens, so a batch holds keys of one prompt and answer length), each as [(index in keys, prompt)].
-    Keys whose key lines are equally long get the same filler budget, hence prompts of the same length."""
+def alignment_period(config):
+    """How many positions the question can take relative to the model's blocks: infini and local segment_len, gca
+    its chunk, dilated its densest segment w_0 (as last_segment_start), full attention 1 (it has no blocks). Training
+    examples and evaluation prompts spread the answer over this many positions."""
+    if config.attn in ('full', 'dilated', 'gca'):
+        return {'full': 1, 'dilated': config.dilated_segments[0], 'gca': config.gca_chunk}[config.attn]
+    return config.segment_len
+
+
+def answer_crosses_segment(config, n, answer_len):
+    """Whether a prompt of n tokens has its answer's digits predicted in two segments (infini, local): from the first
+    (at n - 1) to the token that must end the number (at n + answer_len - 1). Past the boundary local attention starts
+    afresh and the memory keeps no order, so nothing tells the model how far into the number it has got."""
+    if config.attn not in ('infini', 'local'):
+        return False
+    return (n - 1) // config.segment_len != (n + answer_len - 1) // config.segment_len
+
+
+def lengths_to_spread(pieces, length, offsets):
+    """How many prompt lengths, `length` and below, evaluation spreads over: `offsets`, or fewer where a shorter prompt
+    could not hold the task, the key line and the question."""
+    return max(1, min(offsets, length - pieces.skeleton() + 1))
+
+
+def batches_of_equal_length(pieces, trials, fraction, batch):
+    """The prompts for `trials` [(key, length)], in batches of at most `batch` prompts of one length and answer length
+    (keys with more digits take more answer tokens), each as [(index in trials, prompt)]."""
     groups = {}
-    for i, key in enumerate(keys):
-        groups.setdefault((len(pieces.key_line(key)), len(pieces.answer(key))), []).append(i)
+    for i, (key, length) in enumerate(trials):
+        groups.setdefault((length, len(pieces.answer(key))), []).append(i)
     for indices in groups.values():
         for start in range(0, len(indices), batch):  # prompts are built batch by batch: 8 MB each at 1M tokens
-            yield [(i, build_prompt(pieces, length, fraction, keys[i])) for i in indices[start:start + batch]]
+            yield [(i, build_prompt(pieces, trials[i][1], fraction, trials[i][0]))
+                   for i in indices[start:start + batch]]
 
 
-def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, log=print, batch=1):
-    """Every length x depth, `trials` keys each, `batch` prompts streamed side by side. Returns a list of result
-    dicts. The keys depend on seed alone (not on batch), and so do the results."""
+def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, log=print, batch=1, offsets=None):
+    """Every length x depth, `trials` keys each, `batch` prompts streamed side by side. Each prompt is a random
+    0..offsets-1 tokens shorter than its length (offsets=None: alignment_period(model.config)), so that the answer
+    falls at every position of a segment, not at the one a single length gives. Returns a list of result dicts. The
+    keys and lengths depend on seed alone (not on batch), and so do the results."""
     pieces = Pieces(tokenizer)
+    offsets = alignment_period(model.config) if offsets is None else offsets
     rng = random.Random(seed)
     results = []
     for length in lengths:
+        spread = lengths_to_spread(pieces, length, offsets)
         for name, fraction in depths:
-            keys = [rng.randint(1, MAX_KEY) for _ in range(trials)]
+            drawn = [(rng.randint(1, MAX_KEY), length - rng.randrange(spread)) for _ in range(trials)]  # key, length
             rows, tokens, t0 = [None] * trials, 0, time.time()
-            for group in batches_of_equal_length(pieces, length, fraction, keys, batch):
+            for group in batches_of_equal_length(pieces, drawn, fraction, batch):
                 prompts = [prompt for _, prompt in group]
                 done = sum(row is not None for row in rows)
                 desc = f"{size_name(length)} {name} keys {done + 1}-{done + len(group)}/{trials}"
                 for (i, prompt), row in zip(group, run_trials(model, tokenizer, prompts, chunk, autocast, desc)):
                     local_from = last_segment_start(model.config, len(prompt.ids))
                     row['key_in_last_segment'] = local_from is None or prompt.key_last >= local_from
+                    row['prompt_len'] = len(prompt.ids)
+                    row['answer_crosses_segment'] = answer_crosses_segment(model.config, len(prompt.ids),
+                                                                           len(prompt.answer))
                     rows[i] = row
                     tokens += len(prompt.ids)
             seconds = time.time() - t0
             in_last = [r['key_in_last_segment'] for r in rows]
-            result = dict(len=length, depth=name, fraction=fraction, trials=len(rows),
+            result = dict(len=length, depth=name, fraction=fraction, trials=len(rows), offsets=spread,
                           exact=sum(r['exact'] for r in rows) / len(rows),
                           token_acc=sum(r['token_acc'] for r in rows) / len(rows),
                           key_in_last_segment=sum(in_last) / len(rows), seconds=seconds,
                           tokens_per_s=tokens / max(seconds, 1e-9), rows=rows)
+            inside = [r['exact'] for r in rows if not r['answer_crosses_segment']]
+            across = [r['exact'] for r in rows if r['answer_crosses_segment']]
+            share = lambda scores: sum(scores) / len(scores) if scores else None  # noqa: E731
+            result.update(exact_inside_segment=share(inside), answers_inside=len(inside),
+                          exact_across_segments=share(across))
+            split = '' if not across else (f" (answer inside one segment {100 * (share(inside) or 0):.0f}% of "
+                                            f"{len(inside)}, across two {100 * share(across):.0f}% of {len(across)})")
             retrieved = ''
             if model.config.attn == 'gca':  # over the prompts whose key lay beyond the sliding window
                 hits = [r for r in rows if r['key_retrieved'] is not None]
@@ -289,7 +328,8 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
                     retrieved = (f"  key retrieved {100 * result['key_retrieved']:3.0f}% of {len(hits)} (chance "
                                  f"{100 * result['key_retrieved_chance']:.2g}%)")
             results.append(result)
-            log(f"{length:>9,} {name:>7}  exact {100 * result['exact']:5.1f}%  token acc "
+            lengths_note = f" ({length - spread + 1:,}-{length:,} tokens)" if spread > 1 else ''
+            log(f"{length:>9,}{lengths_note} {name:>7}  exact {100 * result['exact']:5.1f}%{split}  token acc "
                 f"{100 * result['token_acc']:5.1f}%  key in last segment {100 * result['key_in_last_segment']:3.0f}%"
                 f"{retrieved}"
                 f"  {result['tokens_per_s']:>9,.0f} tok/s  (keys {', '.join(str(r['key']) for r in rows[:4])}"
@@ -300,9 +340,12 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
 # -----------------------------------------------------------------------------
 # fine-tuning data: ~5K-token examples, random depth and key, loss only on the answer's tokens
 
-def finetune_example(pieces, seq_len, generator, key=None):
-    """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies. `key` fixes
-    the key (the tests use it); the generator is advanced the same either way."""
+def finetune_example(pieces, seq_len, generator, key=None, offsets=1):
+    """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies. The answer
+    starts at one of `offsets` positions, drawn uniformly: a model with segments learns to answer wherever the question
+    falls in its segment only if it is trained so (with one length, every example put the answer at one offset, and a
+    prompt a few tokens shorter was answered 14-24% where the trained one was 100%: docs/recall.md). `key` fixes the
+    key (the tests use it); the generator is advanced the same either way."""
     drawn = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
     key = drawn if key is None else key
     depth = float(torch.rand(1, generator=generator))
@@ -310,15 +353,18 @@ def finetune_example(pieces, seq_len, generator, key=None):
     total = seq_len + 1
     # One token less than would fit, so that something always follows the answer: the loss must see where the number
     # ends (at 147,456 tokens a 5-digit key's example ended on its last digit, and the model added a sixth).
-    prompt = build_prompt(pieces, total - len(answer) - 1, depth, key)
-    pad = total - len(prompt.ids) - len(answer)  # 1 to one filler sentence
-    tail = np.resize(pieces.cycle, pad)
+    longest = total - len(answer) - 1
+    room = longest - len(pieces.head) - len(pieces.key_line(key)) - len(pieces.question)  # filler tokens to spare
+    shorter = int(torch.randint(0, min(offsets, room + 1), (1,), generator=generator))
+    prompt = build_prompt(pieces, longest - shorter, depth, key)
+    tail = np.resize(pieces.cycle, total - len(prompt.ids) - len(answer))  # 1 + shorter tokens
     return np.concatenate((prompt.ids, answer, tail)), len(prompt.ids), len(answer)
 
 
-def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answer'):
+def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answer', offsets=1):
     """(x, y) int64 (batch_size, seq_len): passkey examples of seq_len tokens, y = x shifted by one and -1
-    everywhere but on the answer's tokens, so the loss (ignore_index=-1) is the answer's alone.
+    everywhere but on the answer's tokens, so the loss (ignore_index=-1) is the answer's alone. The answer starts at
+    one of `offsets` positions (alignment_period(config): at every position of a segment).
     loss='all': (x, y, answer), y every next token and `answer` a bool mask of the answer's targets and of the
     token after it (where the number ends: without it, a model trained on mostly 5-digit keys gave 4-digit keys a
     fifth digit), for a loss on every token plus the answer's own mean (train.py's passkey_loss='all').
@@ -332,7 +378,7 @@ def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answe
     y = torch.empty(batch_size, seq_len, dtype=torch.long)
     answer = torch.zeros(batch_size, seq_len, dtype=torch.bool)
     for b in range(batch_size):
-        tokens, start, n = finetune_example(pieces, seq_len, generator)
+        tokens, start, n = finetune_example(pieces, seq_len, generator, offsets=offsets)
         tokens = torch.from_numpy(tokens)
         x[b], y[b] = tokens[:-1], tokens[1:]
         answer[b, start - 1:start - 1 + n] = True  # position t predicts token t + 1
@@ -343,11 +389,12 @@ def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answe
 
 class PasskeyData:
     """A stand-in for dataset.TokenData that train.py can sample from: generated passkey examples.
-        data = PasskeyData(ckpt['tokenizer']); x, y = data.sample_batch(batch_size, seq_len, generator)"""
+        data = PasskeyData(ckpt['tokenizer'], offsets=alignment_period(model.config))
+        x, y = data.sample_batch(batch_size, seq_len, generator)"""
 
-    def __init__(self, tokenizer_name, loss='answer'):
+    def __init__(self, tokenizer_name, loss='answer', offsets=1):
         from tokenizer import get_tokenizer
-        self.tokenizer, self.loss = get_tokenizer(tokenizer_name), loss
+        self.tokenizer, self.loss, self.offsets = get_tokenizer(tokenizer_name), loss, offsets
         self.meta = {'tokenizer': self.tokenizer.name, 'vocab_size': self.tokenizer.vocab_size,
                      'eot': self.tokenizer.eot, 'source': 'passkey examples, generated (passkey.py)'}
 
@@ -355,7 +402,7 @@ class PasskeyData:
         return 0  # generated on the fly: there is no corpus to count
 
     def sample_batch(self, batch_size, seq_len, generator):
-        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator, self.loss)
+        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator, self.loss, self.offsets)
 
 
 # -----------------------------------------------------------------------------
@@ -422,6 +469,10 @@ def main(argv=None):
                         'a CPU; use 20 or more for a table to trust)')
     p.add_argument('--batch', type=int, default=16,
                    help='prompts streamed side by side (faster; the results do not depend on it; full attention: 1)')
+    p.add_argument('--offsets', type=int, default=None,
+                   help='each prompt is a random 0..offsets-1 tokens shorter than --len, so that the question falls at '
+                        'that many positions of its segment (default: the segment length, gca the chunk, dilated w_0, '
+                        'full 1); 1 = every prompt exactly --len tokens')
     p.add_argument('--seed', type=int, default=1337)
     p.add_argument('--json', default=None, help='write every trial and the summary here (checked before the run; '
                                                 'an existing file is replaced)')
@@ -442,6 +493,8 @@ def main(argv=None):
         raise SystemExit(f"error: --trials {args.trials} must be at least 1")
     if args.batch < 1:
         raise SystemExit(f"error: --batch {args.batch} must be at least 1")
+    if args.offsets is not None and args.offsets < 1:
+        raise SystemExit(f"error: --offsets {args.offsets} must be at least 1 (1: every prompt exactly --len tokens)")
     check_output(args.json, '--json')  # before the run: a path that cannot be written would lose its results
     check_output(args.plot, '--plot')
 
@@ -472,7 +525,12 @@ def main(argv=None):
     print("only start/middle test the memory: a key in the last segment is found by local attention alone")
     t0 = time.time()
     batch = 1 if config.attn == 'full' else args.batch  # full attention's KV cache grows with every prompt
-    results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast, batch=batch)
+    offsets = alignment_period(config) if args.offsets is None else args.offsets
+    if offsets > 1:
+        print(f"each prompt is 0-{offsets - 1} tokens shorter than its length (at random), so that the answer falls at "
+              f"{offsets} positions of its {'segment' if config.attn != 'gca' else 'chunk'}")
+    results = evaluate(model, tokenizer, lengths, depths, args.trials, args.seed, chunk, autocast, batch=batch,
+                       offsets=offsets)
     elapsed = time.time() - t0
     print_table(results, config.attn)
     print(f"chance: a random key of 1-5 digits is guessed {100 / MAX_KEY:.3f}% of the time; local attention of the "
@@ -484,7 +542,8 @@ def main(argv=None):
           f"{peak / 2**20:,.0f} MiB ({what})")
 
     report = dict(ckpt=args.ckpt, model_args=ckpt.get('model_args'), tokenizer=tokenizer.name, trials=args.trials,
-                  seed=args.seed, chunk=chunk, device=device, seconds=elapsed, tokens_per_s=tokens / max(elapsed, 1e-9),
+                  offsets=offsets, seed=args.seed, chunk=chunk, device=device, seconds=elapsed,
+                  tokens_per_s=tokens / max(elapsed, 1e-9),
                   peak_memory_bytes=peak, peak_memory_kind=what, results=results)
     save_report(report, args.json, args.plot, lambda path: plot_heatmap(results, path, f"passkey, attn={config.attn}"))
     return results

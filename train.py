@@ -452,6 +452,9 @@ def train(argv, made_dirs):
     data_gen = torch.Generator().manual_seed(cfg['seed'] + dp_rank)  # all training-window randomness
     raw_model, threads, how = build_model(cfg, explicit, ckpt, ckpt_source, train_data.meta, device, sp_group,
                                           autocast, world)
+    if cfg['dataset'] == 'passkey':  # examples put the answer at every position of a segment, not at one
+        from passkey import alignment_period
+        train_data.offsets = val_data.offsets = alignment_period(raw_model.config)
     optimizer = raw_model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'], cfg['gate_lr'],
                                                (cfg['beta1'], cfg['beta2']), device_type)
     iter_num, best_val_loss = (ckpt['iter_num'], ckpt['best_val_loss']) if resume else (0, float('inf'))

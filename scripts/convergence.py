@@ -49,10 +49,15 @@ def one_run(args, seed, threads):
          '--trials', str(args.trials), '--batch', '25', '--threads', '1', '--json', os.path.join(folder, 'passkey.json')],
         os.path.join(folder, 'passkey.log'), 1)
     with open(os.path.join(folder, 'passkey.json')) as f:
-        exact = {r['depth']: r['exact'] for r in json.load(f)['results']}
+        results = json.load(f)['results']
+    exact = {r['depth']: r['exact'] for r in results}
+    rows = [row for r in results for row in r['rows']]
+    split = {name: [row['exact'] for row in rows if row['answer_crosses_segment'] == across]
+             for name, across in (('exact_inside_segment', False), ('exact_across_segments', True))}
     summary = dict(settings=settings, seed=seed, threads=threads, trials=args.trials, train_seconds=round(seconds, 1),
                    converged_step=below[0] if below else None, final_val_loss=val[-1][1], steps=val[-1][0],
-                   exact_start=exact['start'], exact_middle=exact['middle'])
+                   exact_start=exact['start'], exact_middle=exact['middle'],
+                   **{name: sum(v) / len(v) if v else None for name, v in split.items()})
     with open(summary_path, 'w') as f:
         json.dump(summary, f, indent=1)
     return summary
@@ -91,9 +96,11 @@ def main(argv=None):
             s = one_run(args, seed, t)
             runs.append(s)
             step = s['converged_step'] if s['converged_step'] is not None else 'never'
+            across = '' if s.get('exact_across_segments') is None else \
+                f" (answers across two segments: {100 * s['exact_across_segments']:.0f}%)"
             print(f"seed {seed:3d}, {t} thread{'s' if t > 1 else ''}: answer loss < {CONVERGED} at step {step}; final "
                   f"{s['final_val_loss']:.4f}; exact start {100 * s['exact_start']:.0f}%, middle "
-                  f"{100 * s['exact_middle']:.0f}%; {s['train_seconds']:.0f} s", flush=True)
+                  f"{100 * s['exact_middle']:.0f}%{across}; {s['train_seconds']:.0f} s", flush=True)
     steps = [r['converged_step'] for r in runs if r['converged_step'] is not None]
     exact = [min(r['exact_start'], r['exact_middle']) for r in runs]
     print(f"{args.config}: converged in {len(steps)} of {len(runs)} runs; step min / median / max {spread(steps)}; "

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_model  # noqa: E402
 from model import GPTConfig  # noqa: E402
-from passkey import MAX_KEY, Pieces, build_prompt  # noqa: E402
+from passkey import MAX_KEY, Pieces, build_prompt, lengths_to_spread  # noqa: E402
 from sample import parse_size  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
@@ -62,20 +62,22 @@ def digit_targets(pieces, prompt):
     return [(len(prompt.ids) - 1 + a, [start + a for start in key_line]) for a in range(1, len(prompt.answer))]
 
 
-def random_prompts(pieces, length, trials, seed):
-    """`trials` passkey prompts of `length` tokens, each with a random key at a random depth."""
+def random_prompts(pieces, length, trials, seed, spread=1):
+    """`trials` passkey prompts, each with a random key at a random depth and, as passkey.py asks them, a random
+    0..spread-1 tokens shorter than `length` (readable() spreads them over the densest segment, w_0)."""
     rng = random.Random(seed)
+    spread = lengths_to_spread(pieces, length, spread)
     for _ in range(trials):
         key = rng.randint(1, MAX_KEY)
-        yield build_prompt(pieces, length, rng.random(), key)
+        yield build_prompt(pieces, length - rng.randrange(spread), rng.random(), key)
 
 
 def readable(pieces, length, segments, rates, layers, trials, seed):
     """For each depth 1..layers: the share of prompts (random key and depth) whose every digit is reachable."""
     reaches, counts = {}, np.zeros(layers)
-    for prompt in random_prompts(pieces, length, trials, seed):
+    for prompt in random_prompts(pieces, length, trials, seed, spread=segments[0]):
         T = len(prompt.ids) + len(prompt.answer)
-        if T not in reaches:  # prompts of one length differ by less than a filler sentence: a few sizes
+        if T not in reaches:  # up to segments[0] prompt lengths, times the answer's few lengths
             reaches[T] = reach(coverage(T, segments, rates), layers)
         for depth, R in enumerate(reaches[T]):
             counts[depth] += all(R[p, targets].any() for p, targets in digit_targets(pieces, prompt))
@@ -91,7 +93,7 @@ def accuracy_by_route(model, pieces, length, trials, seed):
     digit's position reach a copy of that digit in the key line: in one layer, only in two or more (up to its depth),
     or not at all (ROUTES)."""
     c, counts = model.config, {route: [0, 0] for route in ROUTES}
-    for prompt in random_prompts(pieces, length, trials, seed):
+    for prompt in random_prompts(pieces, length, trials, seed, spread=c.dilated_segments[0]):
         ids = np.concatenate((prompt.ids, prompt.answer))
         steps = reach(coverage(len(ids), c.dilated_segments, c.dilated_rates), c.n_layer)
         predicted = model(torch.from_numpy(ids)[None])[0][0].argmax(-1).numpy()

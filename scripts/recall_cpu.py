@@ -163,10 +163,11 @@ def evaluate(name, seed, stage, length, trained, args):
     if os.path.exists(path):
         with open(path) as f:
             report = json.load(f)
-        made = (report['trials'], ','.join(dict.fromkeys(r['depth'] for r in report['results'])), report.get('trained'))
-        if made != (trials, depths, trained):
+        made = (report['trials'], ','.join(dict.fromkeys(r['depth'] for r in report['results'])), report.get('trained'),
+                'offsets' in report)  # reports from before the prompts' lengths were spread over a segment have none
+        if made != (trials, depths, trained, True):
             print(f"[{name} seed {seed}] {path} was made with trials={made[0]}, depths {made[1]} from the checkpoint "
-                  f"of {made[2]}; evaluating again", flush=True)
+                  f"of {made[2]}{'' if made[3] else ', every prompt at one length'}; evaluating again", flush=True)
             report = None
     if report is None:
         cmd = ['passkey.py', '--ckpt', ckpt, '--len', str(length), '--trials', str(trials), '--depth', depths,

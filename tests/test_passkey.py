@@ -28,11 +28,13 @@ def tokenizers():
 @pytest.mark.parametrize('name', ['byte', 'gpt2'])
 @pytest.mark.parametrize('length', [300, 1000, 4096, 32768])
 @pytest.mark.parametrize('depth', [0.0, 0.25, 0.5, 1.0])
-def test_prompt_length_is_exact_to_within_one_filler_sentence(tokenizers, name, length, depth):
+def test_prompt_length_is_exact(tokenizers, name, length, depth):
+    """Exactly the length asked for (the last filler sentence may be cut), so that a length, and the shorter lengths
+    that evaluate() spreads prompts over, put the answer where they say."""
     pieces = passkey.Pieces(tokenizers[name])
-    prompt = passkey.build_prompt(pieces, length, depth, 12345)
-    assert prompt.ids.dtype == np.int64
-    assert length - pieces.longest_sentence < len(prompt.ids) <= length
+    for n in range(length, length + pieces.longest_sentence + 1):
+        prompt = passkey.build_prompt(pieces, n, depth, 12345)
+        assert prompt.ids.dtype == np.int64 and len(prompt.ids) == n
 
 
 @pytest.mark.parametrize('name', ['byte', 'gpt2'])
@@ -59,17 +61,19 @@ def test_the_key_appears_exactly_once_at_the_requested_depth(tokenizers, name, d
 @pytest.mark.parametrize('key', [1, 42, 909, 31337, 50000])
 def test_pieces_and_answer_tokenize_like_the_whole_text(tokenizers, name, key):
     """The prompt is assembled from separately tokenized pieces; the answer " N" is tokenized on its own. Both
-    must give the very tokens of tokenizing prompt + answer as one text, or teacher forcing scores wrong tokens."""
+    must give the very tokens of tokenizing prompt + answer as one text, or teacher forcing scores wrong tokens.
+    Also where the filler ends mid-sentence (every cut of the five sentences: 22 lengths in a row)."""
     tok = tokenizers[name]
-    prompt = passkey.build_prompt(passkey.Pieces(tok), 600, 0.5, key)
-    text = tok.decode(prompt.ids) + passkey.ANSWER.format(key=key)
-    assert tok.encode(text) == prompt.ids.tolist() + prompt.answer
+    for length in range(600, 622):
+        prompt = passkey.build_prompt(passkey.Pieces(tok), length, 0.5, key)
+        text = tok.decode(prompt.ids) + passkey.ANSWER.format(key=key)
+        assert tok.encode(text) == prompt.ids.tolist() + prompt.answer
     assert tok.decode(prompt.answer) == f" {key}"
 
 
 def test_a_million_token_prompt_is_built_quickly_as_one_int_tensor(tokenizers):
     prompt = passkey.build_prompt(passkey.Pieces(tokenizers['byte']), 1 << 20, 0.5, 123)
-    assert 0 <= (1 << 20) - len(prompt.ids) < 22 and prompt.ids.nbytes <= 8 << 20
+    assert len(prompt.ids) == 1 << 20 and prompt.ids.nbytes == 8 << 20
 
 
 def test_leading_number_parses_the_greedy_answer():
@@ -112,13 +116,14 @@ def test_streamed_trial_equals_one_shot_trial(kind):
 def test_cli_runs_a_grid_and_writes_json(tmp_path, capsys):
     ckpt = save_tiny(tmp_path / 'ckpt.pt', segment_len=128)
     out = tmp_path / 'pk.json'
-    results = passkey.main(['--ckpt', ckpt, '--lens', '300,512', '--trials', '2', '--chunk', '256',
+    results = passkey.main(['--ckpt', ckpt, '--lens', '300,512', '--trials', '2', '--chunk', '256', '--offsets', '1',
                             '--json', str(out), '--plot', str(tmp_path / 'pk.png')])
     captured = capsys.readouterr()
     assert len(results) == 6 and {r['depth'] for r in results} == {'start', 'middle', 'end'}
     report = json.loads(out.read_text())
     assert [r['len'] for r in report['results']] == [300] * 3 + [512] * 3
     assert all(len(r['rows']) == 2 and 0 <= r['token_acc'] <= 1 for r in report['results'])
+    assert all(row['prompt_len'] == r['len'] for r in report['results'] for row in r['rows'])  # --offsets 1
     assert report['peak_memory_bytes'] > 0 and report['tokens_per_s'] > 0
     assert 'exact match of the greedy answer' in captured.out and 'teacher-forced token accuracy' in captured.out
     # at 512 tokens the 'end' key lies in the question's 128-token segment, the start key does not
@@ -128,6 +133,40 @@ def test_cli_runs_a_grid_and_writes_json(tmp_path, capsys):
         import matplotlib  # noqa: F401
     except ImportError:
         assert captured.err.count('warning: matplotlib is not installed') == 1
+
+
+def test_prompts_spread_the_answer_over_every_position_of_a_segment(tmp_path, capsys):
+    """By default each prompt is a random 0..segment_len-1 tokens shorter than --len: one length alone puts every
+    answer at one position of its segment, and a model trained at one position scored 14-24% a few tokens off it."""
+    ckpt = save_tiny(tmp_path / 'ckpt.pt', segment_len=16)
+    report = tmp_path / 'pk.json'
+    passkey.main(['--ckpt', ckpt, '--len', '300', '--depth', 'start', '--trials', '40', '--json', str(report)])
+    result, = json.loads(report.read_text())['results']
+    lengths = [row['prompt_len'] for row in result['rows']]
+    assert result['offsets'] == 16 and 285 <= min(lengths) and max(lengths) <= 300
+    assert len({n % 16 for n in lengths}) >= 12  # 40 draws of 16 positions: most of them (a test of the spread)
+    assert '(285-300 tokens)' in capsys.readouterr().out
+    # scored apart: answers whose digits are predicted in two segments (the first at n - 1, the end at n + len - 1)
+    crosses = [(n - 1) // 16 != (n + len(f" {row['key']}") - 1) // 16 for n, row in zip(lengths, result['rows'])]
+    assert [row['answer_crosses_segment'] for row in result['rows']] == crosses and 0 < sum(crosses) < 40
+    inside = [row['exact'] for row, c in zip(result['rows'], crosses) if not c]
+    assert result['answers_inside'] == len(inside) and result['exact_inside_segment'] == sum(inside) / len(inside)
+    for kind in ('full', 'gca'):  # no segments that local attention restarts at: nothing to score apart
+        assert not any(passkey.answer_crosses_segment(tiny_model(kind).config, n, 6) for n in range(280, 300))
+    model = tiny_model('infini')  # offsets=1: all at the length; never shorter than the prompt without filler
+    pieces = passkey.Pieces(get_tokenizer('byte'))
+    shortest = pieces.skeleton()
+    for offsets, length, expected in ((1, 300, {300}), (64, shortest + 2, {shortest, shortest + 1, shortest + 2})):
+        result, = passkey.evaluate(model, get_tokenizer('byte'), [length], [('start', 0.0)], 30, seed=0, chunk=64,
+                                   autocast=None, log=lambda s: 0, offsets=offsets)
+        assert {row['prompt_len'] for row in result['rows']} == expected
+
+
+def test_alignment_period_is_the_blocks_the_model_attends_in():
+    kinds = ('infini', 'local', 'gca', 'dilated', 'full')
+    c = {kind: tiny_model(kind, segment_len=24, gca_chunk=8).config for kind in kinds}
+    expected = [24, 24, 8, c['dilated'].dilated_segments[0], 1]
+    assert [passkey.alignment_period(config) for config in c.values()] == expected
 
 
 def test_dilated_chunk_is_rounded_to_its_window():
@@ -154,6 +193,26 @@ def test_finetune_batch_has_loss_only_on_the_answer(tokenizers, name):
         assert (x[b, 1:] == y[b, :-1])[where[:-1]].all()  # y is x shifted by one on the answer
     x2, y2 = passkey.sample_finetune_batch(tok, 4, seq_len, torch.Generator().manual_seed(0))
     assert torch.equal(x, x2) and torch.equal(y, y2)  # the generator drives all randomness
+
+
+@pytest.mark.parametrize('name', ['byte', 'gpt2'])
+def test_training_examples_put_the_answer_at_every_offset(tokenizers, name):
+    """offsets=32: the answer starts at each of 32 positions (mod 32), about equally often; offsets=1: at one
+    position per answer length, which is all a model trained so can answer at (docs/recall.md)."""
+    pieces = passkey.Pieces(tokenizers[name])
+    seq_len = 288 if name == 'byte' else 320
+    for offsets in (1, 32):
+        counts = {}
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(1600):
+            ids, start, n = passkey.finetune_example(pieces, seq_len, generator, offsets=offsets)
+            assert len(ids) == seq_len + 1 and start + n < len(ids)
+            counts.setdefault(n, []).append(start % 32)
+        for starts in counts.values():
+            if offsets == 1:
+                assert len(set(starts)) == 1
+            elif len(starts) >= 320:  # the common answer lengths
+                assert len(set(starts)) == 32 and max(map(starts.count, set(starts))) < 3 * len(starts) / 32
 
 
 def test_passkey_data_stands_in_for_token_data():
@@ -316,8 +375,10 @@ def test_batched_trials_give_the_results_of_one_prompt_at_a_time():
 def test_batches_hold_prompts_of_one_length():
     pieces = passkey.Pieces(get_tokenizer('byte'))
     keys = [7, 12345, 99, 54321, 3, 11111, 42]
-    batches = list(passkey.batches_of_equal_length(pieces, 400, 0.5, keys, batch=2))
+    lengths = [400, 400, 400, 390, 390, 400, 400]
+    batches = list(passkey.batches_of_equal_length(pieces, list(zip(keys, lengths)), 0.5, batch=2))
     assert sorted(i for group in batches for i, _ in group) == list(range(len(keys)))
+    assert all(len(p.ids) == lengths[i] and p.key == keys[i] for group in batches for i, p in group)
     for group in batches:
         assert len(group) <= 2 and len({len(p.ids) for _, p in group}) == 1 and len({len(p.answer) for _, p in group}) == 1
 

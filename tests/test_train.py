@@ -478,16 +478,18 @@ def test_the_seed_sets_both_the_initial_weights_and_the_generated_examples(tmp_p
         batch = real_sample(self, batch_size, seq_len, generator)
         if batch_size == 2:  # not load_data's one-example length check, which is the same for every seed
             seen['batches'].append(batch[0].clone())
+            seen['offsets'].add(self.offsets)
         return batch
 
     monkeypatch.setattr(train, "init_model", init_model)
     monkeypatch.setattr(PasskeyData, "sample_batch", sample_batch)
     runs = []
     for i, seed in enumerate((1, 1, 2)):
-        seen['batches'] = []
+        seen['batches'], seen['offsets'] = [], set()
         train.main([f"--out_dir={tmp_path / str(i)}", f"--seed={seed}", "--max_iters=1", "--batch_size=2",
                     "--eval_iters=1", "--threads=1", "--device=cpu"])
         runs.append((seen['weights'], seen['batches']))
+    assert seen['offsets'] == {32}  # the answer at each of the 32 positions of the quick start's segments
     (w1, b1), (w1_again, b1_again), (w2, b2) = runs
     assert torch.equal(w1, w1_again) and all(torch.equal(a, b) for a, b in zip(b1, b1_again))
     assert len(b1) == len(b2) >= 2  # training and validation examples
