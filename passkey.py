@@ -115,7 +115,7 @@ class Pieces:
         tokens = np.resize(self.cycle, budget)
         lengths = np.tile([len(s) for s in self.sentences], budget // len(self.cycle) + 1)
         ends = np.cumsum(lengths)
-        return tokens, np.concatenate(([0], ends[ends < budget], [budget])) if budget else np.zeros(1, np.int64)
+        return tokens, np.concatenate(([0], ends[ends < budget], [budget]))
 
 
 def check_depth(depth):
@@ -247,9 +247,8 @@ def alignment_period(config):
     """How many positions the question can take relative to the model's blocks: infini and local segment_len, gca
     its chunk, dilated its densest segment w_0 (as last_segment_start), full attention 1 (it has no blocks). Training
     examples and evaluation prompts spread the answer over this many positions."""
-    if config.attn in ('full', 'dilated', 'gca'):
-        return {'full': 1, 'dilated': config.dilated_segments[0], 'gca': config.gca_chunk}[config.attn]
-    return config.segment_len
+    return {'full': 1, 'dilated': config.dilated_segments[0], 'gca': config.gca_chunk}.get(config.attn,
+                                                                                          config.segment_len)
 
 
 def answer_crosses_segment(config, n, answer_len):
@@ -287,6 +286,7 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
     pieces = Pieces(tokenizer)
     offsets = alignment_period(model.config) if offsets is None else offsets
     rng = random.Random(seed)
+    share = lambda scores: sum(scores) / len(scores) if scores else None  # noqa: E731
     results = []
     for length in lengths:
         spread = lengths_to_spread(pieces, length, offsets)
@@ -314,7 +314,6 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
                           tokens_per_s=tokens / max(seconds, 1e-9), rows=rows)
             inside = [r['exact'] for r in rows if not r['answer_crosses_segment']]
             across = [r['exact'] for r in rows if r['answer_crosses_segment']]
-            share = lambda scores: sum(scores) / len(scores) if scores else None  # noqa: E731
             result.update(exact_inside_segment=share(inside), answers_inside=len(inside),
                           exact_across_segments=share(across))
             split = '' if not across else (f" (answer inside one segment {100 * (share(inside) or 0):.0f}% of "
@@ -354,7 +353,7 @@ def finetune_example(pieces, seq_len, generator, key=None, offsets=1):
     # One token less than would fit, so that something always follows the answer: the loss must see where the number
     # ends (at 147,456 tokens a 5-digit key's example ended on its last digit, and the model added a sixth).
     longest = total - len(answer) - 1
-    room = longest - len(pieces.head) - len(pieces.key_line(key)) - len(pieces.question)  # filler tokens to spare
+    room = longest - pieces.skeleton(key)  # filler tokens to spare
     shorter = int(torch.randint(0, min(offsets, room + 1), (1,), generator=generator))
     prompt = build_prompt(pieces, longest - shorter, depth, key)
     tail = np.resize(pieces.cycle, total - len(prompt.ids) - len(answer))  # 1 + shorter tokens
