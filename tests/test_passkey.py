@@ -165,7 +165,7 @@ def test_prompts_spread_the_answer_over_every_position_of_a_segment(tmp_path, ca
 def test_alignment_period_is_the_blocks_the_model_attends_in():
     kinds = ('infini', 'local', 'gca', 'dilated', 'full')
     c = {kind: tiny_model(kind, segment_len=24, gca_chunk=8).config for kind in kinds}
-    expected = [24, 24, 8, c['dilated'].dilated_segments[0], 1]
+    expected = [24, 24, 8, c['dilated'].dilated_segments[0], 24]  # full: no blocks, the same spread as infini's
     assert [passkey.alignment_period(config) for config in c.values()] == expected
 
 
