@@ -39,6 +39,8 @@ class GPTConfig:
     segment_len: int = 2048     # local / infini: attention window and memory-update period
     mem_update: str = 'linear'  # infini: 'linear' or 'delta'
     mem_feature: str = 'elu'    # infini: σ of the memory's Q and K, 'elu' (ELU+1, the paper) or 'relu' (not the paper)
+    infini_local: str = 'segment'  # infini: dot-product attention 'segment' (inside the segment, the paper) or
+                                   # 'sliding' (not the paper: every token sees the last segment_len tokens)
     gate_init: tuple = (0.0,)   # infini: initial gate β of each head, repeated over the heads; 0 = an even mix
     dilated_segments: tuple = (2048, 4096, 8192, 16384, 32768)  # dilated: segment lengths w_i
     dilated_rates: tuple = (1, 2, 4, 6, 12)                     # dilated: dilation rates r_i
@@ -75,6 +77,8 @@ class GPTConfig:
             yield f"mem_update={self.mem_update!r} must be 'linear' or 'delta'"
         if self.mem_feature not in MEMORY_FEATURES:
             yield f"mem_feature={self.mem_feature!r} must be one of {', '.join(map(repr, MEMORY_FEATURES))}"
+        if self.infini_local not in ('segment', 'sliding'):
+            yield f"infini_local={self.infini_local!r} must be 'segment' (the paper) or 'sliding'"
         if not 0.0 <= self.dropout < 1.0:
             yield f"dropout={self.dropout} must be in [0, 1)"
         if self.attn == 'dilated':
@@ -159,8 +163,9 @@ class AttentionBase(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# full and local attention. Their streaming state is a cache of the keys/values (before RoPE)
-# of the window the next token still sees: everything for full, the unfinished segment for local.
+# full, local and sliding-window attention. Their streaming state is a cache of the keys/values (before RoPE)
+# of the window the next token still sees: everything for full, the unfinished segment for local, the last
+# window - 1 tokens for a sliding window (gca's self-attention, and Infini's with infini_local='sliding').
 
 class KVCache(NamedTuple):
     k: torch.Tensor  # (B, H, t, D), before RoPE
@@ -171,6 +176,43 @@ def extend_cache(cache, k, v):
     if cache is None:
         return KVCache(k, v)
     return KVCache(torch.cat((cache.k, k), dim=2), torch.cat((cache.v, v), dim=2))
+
+
+def sliding_window_attention(q, k, v, window, base):
+    """Row i of q, k, v (B, H, N, D; before RoPE) sees keys max(0, i - window + 1) .. i.
+    Fast path: rows in blocks of `window`; block b's queries see blocks b - 1 and b, which hold its whole window,
+    under one band mask, so a single SDPA call covers every block (memory O(N · window), not O(N²))."""
+    B, H, N, D = q.shape
+    W = window
+    n_blk = -(-N // W)
+    q, k, v = (F.pad(t, (0, 0, 0, n_blk * W - N)) for t in (q, k, v))  # end padding: seen by padding rows only
+    k, v = (torch.cat((t.new_zeros(B, H, W, D), t), dim=2) for t in (k, v))  # a block -1, masked below
+    pair = lambda t: torch.cat((t[:, :, :-W].view(B, H, n_blk, W, D), t[:, :, W:].view(B, H, n_blk, W, D)), dim=3)
+    k, v = pair(k), pair(v)                                                  # (B, H, n_blk, 2W, D)
+    positions = torch.arange(2 * W, device=q.device)  # query a of block b sits at W + a of its pair
+    q = rope(q.view(B, H, n_blk, W, D), positions[W:], base)
+    k = rope(k, positions, base)
+    a, j = torch.arange(W, device=q.device)[:, None], positions[None, :]
+    visible = ((j > a) & (j <= a + W)).repeat(n_blk, 1, 1)                    # (n_blk, W, 2W)
+    visible[0, :, :W] = False                                                 # block -1 does not exist
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+    return y.reshape(B, H, n_blk * W, D)[:, :, :N]
+
+
+def windowed_attention(q, k, v, cache, window, base):
+    """Sliding-window attention of one call after the KVCache of the tokens before it (the last window - 1 of them,
+    before RoPE; None at the start): each of this call's rows sees the last `window` tokens. Returns the outputs and
+    the cache the next call needs."""
+    T = q.size(2)
+    cache = extend_cache(cache, k, v)
+    t0, N = cache.k.size(2) - T, cache.k.size(2)
+    if t0 > 0 and T <= window:
+        y = causal_attention(q, cache.k, cache.v, base, window=window)  # one dense band mask
+    else:  # placeholder queries for the cached rows, dropped after
+        q = torch.cat((q.new_zeros(*q.shape[:2], t0, q.size(3)), q), dim=2)
+        y = sliding_window_attention(q, cache.k, cache.v, window, base)[:, :, t0:]
+    keep = min(window - 1, N)
+    return y, KVCache(cache.k[:, :, N - keep:], cache.v[:, :, N - keep:])
 
 
 class FullAttention(AttentionBase):
@@ -232,10 +274,15 @@ class LocalAttention(AttentionBase):
 #   linear: M_s = M_{s-1} + σ(K)ᵀ V,   z_s = z_{s-1} + Σ_t σ(K_t)                  (eq. 4)
 #   delta:  M_s = M_{s-1} + σ(K)ᵀ (V - σ(K) M_{s-1} / (σ(K) z_{s-1}))             (eq. 5)
 #   A = sigmoid(β) ⊙ A_mem + (1 - sigmoid(β)) ⊙ A_dot                              (eq. 6)
-# One departure, off by default (mem_feature='relu'): σ = ReLU instead of ELU + 1. ELU + 1 is never 0, so every
-# token written adds σ(q)·σ(k) > 0 to the read-out's denominator and the key's share of A_mem falls as 1/length
-# (docs/recall.md#why-accuracy-falls-with-length); ReLU can give an unrelated key exactly zero weight. On the
-# passkey task it trained worse, and its filler weight did not fall (docs/recall.md, "Toward 1M tokens").
+# Two departures, off by default:
+# - mem_feature='relu': σ = ReLU instead of ELU + 1. ELU + 1 is never 0, so every token written adds σ(q)·σ(k) > 0
+#   to the read-out's denominator and the key's share of A_mem falls as 1/length
+#   (docs/recall.md#why-accuracy-falls-with-length); ReLU can give an unrelated key exactly zero weight. On the
+#   passkey task it trained worse, and its filler weight did not fall (docs/recall.md, "Toward 1M tokens").
+# - infini_local='sliding': A_dot over the last segment_len tokens (a sliding window) instead of the segment so
+#   far. At a segment boundary the paper's local attention starts afresh and the memory keeps no order, so a
+#   token just past it cannot see what came right before; with short segments that breaks answers whose tokens
+#   run across a boundary (docs/recall.md#where-the-question-falls-in-its-segment). The memory is the paper's.
 
 class Memory(NamedTuple):
     M: torch.Tensor  # (B, H, D, D) float32: Σ σ(K)ᵀ V over past segments
@@ -245,6 +292,7 @@ class Memory(NamedTuple):
 class InfiniState(NamedTuple):
     memory: Memory
     cache: Optional[KVCache]  # keys/values of the unfinished segment, None at a segment boundary
+    window: Optional[KVCache] = None  # infini_local='sliding': the last segment_len - 1 tokens' keys/values
 
 
 MEMORY_FEATURES = {
@@ -278,8 +326,9 @@ def memory_update(memory, sk, v, rule):
 
 
 class InfiniAttention(AttentionBase):
-    """Infini-attention = causal attention inside segments + a memory read (eq. 3) mixed in by a gate (eq. 6)
-    + a memory write (eq. 4 or 5) after every complete segment. Streaming state: InfiniState."""
+    """Infini-attention = causal attention inside segments (infini_local='sliding', not the paper's: over the last
+    segment_len tokens) + a memory read (eq. 3) mixed in by a gate (eq. 6) + a memory write (eq. 4 or 5) after every
+    complete segment. Streaming state: InfiniState."""
     # Positions: the paper puts no positional encoding on the memory's Q/K (it is applied only after
     # the memory read and update), so σ(Q), σ(K) here are un-rotated; RoPE rotates Q/K for the local
     # dot-product attention only, with positions restarting at 0 in each segment (our choice, not the
@@ -296,13 +345,20 @@ class InfiniAttention(AttentionBase):
         if state is None:  # empty memory: M (B, H, D, D) and z (B, H, D) of zeros
             zeros = at_least_fp32(q.new_zeros(*q.shape[:2], q.size(3), q.size(3)))
             state = InfiniState(Memory(zeros, zeros[..., 0]), None)
-        groups, cache = cut_into_segments(q, k, v, state.cache, self.config.segment_len)
-        memory, outputs = state.memory, []
+        S, base = self.config.segment_len, self.config.rope_base
+        groups, cache = cut_into_segments(q, k, v, state.cache, S)
+        memory, a_mem, a_dot = state.memory, [], []
+        sliding = self.config.infini_local == 'sliding'
         for g in groups:
-            a_dot = causal_attention(g.q, g.k, g.v, self.config.rope_base)
-            a_mem, memory = self.read_and_write(g, memory)
-            outputs.append(g.uncut(self.mix(a_mem, a_dot)))
-        return torch.cat(outputs, dim=2), InfiniState(memory, cache)
+            a, memory = self.read_and_write(g, memory)
+            a_mem.append(g.uncut(a))
+            if not sliding:
+                a_dot.append(g.uncut(causal_attention(g.q, g.k, g.v, base)))
+        if sliding:  # not the paper's: see the note above Memory
+            a_dot, window = windowed_attention(q, k, v, state.window, S, base)
+        else:
+            a_dot, window = torch.cat(a_dot, dim=2), None
+        return self.mix(torch.cat(a_mem, dim=2), a_dot), InfiniState(memory, cache, window)
 
     def read_and_write(self, g, memory):
         """A_mem of every segment of the group, each reading the memory of all complete segments before it,
@@ -458,42 +514,12 @@ def dilated_pattern(q, k, v, w, r):
 # - No null slot (DRT's way for a token to ignore its neighbours): a token ignores retrieval through the residual
 #   branch instead (c_proj can output ~0). A null slot is cheap but untested here; it waits for an experiment.
 
-def sliding_window_attention(q, k, v, window, base):
-    """Row i of q, k, v (B, H, N, D; before RoPE) sees keys max(0, i - window + 1) .. i.
-    Fast path: rows in blocks of `window`; block b's queries see blocks b - 1 and b, which hold its whole window,
-    under one band mask, so a single SDPA call covers every block (memory O(N · window), not O(N²))."""
-    B, H, N, D = q.shape
-    W = window
-    n_blk = -(-N // W)
-    q, k, v = (F.pad(t, (0, 0, 0, n_blk * W - N)) for t in (q, k, v))  # end padding: seen by padding rows only
-    k, v = (torch.cat((t.new_zeros(B, H, W, D), t), dim=2) for t in (k, v))  # a block -1, masked below
-    pair = lambda t: torch.cat((t[:, :, :-W].view(B, H, n_blk, W, D), t[:, :, W:].view(B, H, n_blk, W, D)), dim=3)
-    k, v = pair(k), pair(v)                                                  # (B, H, n_blk, 2W, D)
-    positions = torch.arange(2 * W, device=q.device)  # query a of block b sits at W + a of its pair
-    q = rope(q.view(B, H, n_blk, W, D), positions[W:], base)
-    k = rope(k, positions, base)
-    a, j = torch.arange(W, device=q.device)[:, None], positions[None, :]
-    visible = ((j > a) & (j <= a + W)).repeat(n_blk, 1, 1)                    # (n_blk, W, 2W)
-    visible[0, :, :W] = False                                                 # block -1 does not exist
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
-    return y.reshape(B, H, n_blk * W, D)[:, :, :N]
-
-
 class SlidingWindowAttention(AttentionBase):
     """Every token sees the last gca_window tokens, itself included: the self-attention of every gca layer.
     Streaming state: a KVCache of the last gca_window - 1 tokens (before RoPE), all that the next token sees."""
 
     def attend(self, q, k, v, state):
-        W, T, base = self.config.gca_window, q.size(2), self.config.rope_base
-        cache = extend_cache(state, k, v)
-        t0, N = cache.k.size(2) - T, cache.k.size(2)
-        if t0 > 0 and T <= W:
-            y = causal_attention(q, cache.k, cache.v, base, window=W)  # one dense band mask
-        else:  # placeholder queries for the cached rows, dropped after
-            q = torch.cat((q.new_zeros(*q.shape[:2], t0, q.size(3)), q), dim=2)
-            y = sliding_window_attention(q, cache.k, cache.v, W, base)[:, :, t0:]
-        keep = min(W - 1, N)
-        return y, KVCache(cache.k[:, :, N - keep:], cache.v[:, :, N - keep:])
+        return windowed_attention(q, k, v, state, self.config.gca_window, self.config.rope_base)
 
 
 @dataclass
@@ -792,11 +818,11 @@ class GPT(nn.Module):
         c, T = self.config, seq_len
         if c.attn == 'full':
             keys = T / 2
+        elif c.attn == 'infini' and c.infini_local == 'sliding' or c.attn == 'gca':
+            W = min(c.segment_len if c.attn == 'infini' else c.gca_window, T)
+            keys = W - W * W / (2 * T)  # a sliding window of W keys, fewer for the first W tokens
         elif c.attn in ('local', 'infini'):
             keys = min(c.segment_len, T) / 2
-        elif c.attn == 'gca':  # a sliding window of W keys, fewer for the first W tokens
-            W = min(c.gca_window, T)
-            keys = W - W * W / (2 * T)
         else:  # a head queries max(H, r)/(H·r) of the rows (1/r if H >= r, head_offsets), each seeing ~(w/r)/2 keys
             keys = sum(min(w, T) / r / 2 * max(c.n_head, r) / (c.n_head * r)
                        for w, r in zip(c.dilated_segments, c.dilated_rates))

@@ -103,6 +103,10 @@ def check_sequence_parallel(config, seq_len, world):
     """Raise ValueError (what to change) unless a window of seq_len tokens of this model splits over `world` ranks."""
     if config.attn in NOT_PARALLEL:
         raise ValueError(NOT_PARALLEL[config.attn])
+    if config.attn == 'infini' and config.infini_local == 'sliding':
+        raise ValueError("infini_local='sliding' has no sequence-parallel mode (a rank's first tokens would need the "
+                         "last segment_len - 1 keys/values of the rank before); use seq_parallel=1 or "
+                         "infini_local='segment'")
     for problem in split_problems(config, seq_len, world):
         ok = [p for p in range(1, 65) if not any(split_problems(config, seq_len, p))]
         raise ValueError(f"{problem}; try seq_parallel in {ok}" if len(ok) > 1 else f"{problem}; change seq_len")

@@ -255,7 +255,9 @@ def alignment_period(config):
 def answer_crosses_segment(config, n, answer_len):
     """Whether a prompt of n tokens has its answer's digits predicted in two segments (infini, local): from the first
     (at n - 1) to the token that must end the number (at n + answer_len - 1). Past the boundary local attention starts
-    afresh and the memory keeps no order, so nothing tells the model how far into the number it has got."""
+    afresh and the memory keeps no order, so nothing tells the model how far into the number it has got. With
+    infini_local='sliding' (not the paper's) the window reaches across the boundary; the same answers are still
+    scored apart, to compare."""
     if config.attn not in ('infini', 'local'):
         return False
     return (n - 1) // config.segment_len != (n + answer_len - 1) // config.segment_len

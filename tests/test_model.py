@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from model import ATTENTION, GPT, GPTConfig, Memory, memory_retrieve, memory_update, sigma
 
 KINDS = ['full', 'local', 'infini', 'dilated']
-INFINI_VARIANTS = {'infini-delta': dict(mem_update='delta'), 'infini-relu': dict(mem_feature='relu')}
+INFINI_VARIANTS = {'infini-delta': dict(mem_update='delta'), 'infini-relu': dict(mem_feature='relu'),
+                   'infini-sliding': dict(infini_local='sliding')}
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,7 @@ def tiny_config(attn, **kw):
 
 
 def tiny_config_of(kind):
-    """One of KINDS, or an Infini variant ('infini-delta', 'infini-relu')."""
+    """One of KINDS, or an Infini variant ('infini-delta', 'infini-relu', 'infini-sliding')."""
     return tiny_config(kind.split('-')[0], **INFINI_VARIANTS.get(kind, {}))
 
 
@@ -80,19 +81,36 @@ def ref_memory_read(sq, M, z):
     return out
 
 
+def ref_window_attention(q, k, v, window):
+    """Row i attends to keys i - window + 1 .. i (those that exist), RoPE at absolute positions, one row at a time."""
+    T, D = q.size(-2), q.size(-1)
+    q, k = ref_rope(q, range(T)), ref_rope(k, range(T))
+    rows = []
+    for i in range(T):
+        keys = list(range(max(0, i - window + 1), i + 1))
+        scores = (q[..., i:i + 1, :] @ k[..., keys, :].transpose(-1, -2)) / math.sqrt(D)
+        rows.append(torch.softmax(scores, dim=-1) @ v[..., keys, :])
+    return torch.cat(rows, dim=-2)
+
+
 def ref_infini(attn, x, rule):
-    """Infini-attention, a Python loop over segments (the last one may be shorter)."""
+    """Infini-attention, a Python loop over segments (the last one may be shorter). With infini_local='sliding'
+    (not the paper) A_dot is every token's window of the last segment_len tokens, across segment boundaries."""
     S = attn.config.segment_len
     sigma = {'elu': lambda t: F.elu(t) + 1, 'relu': lambda t: t.clamp(min=0)}[attn.config.mem_feature]
     q, k, v = split_heads(attn, x)
     B, H, T, D = q.shape
     M, z = torch.zeros(B, H, D, D), torch.zeros(B, H, D)
     gate = torch.sigmoid(attn.gate).view(1, H, 1, 1)
+    window = ref_window_attention(q, k, v, S) if attn.config.infini_local == 'sliding' else None
     outputs = []
     for start in range(0, T, S):
         qs, ks, vs = q[:, :, start:start + S], k[:, :, start:start + S], v[:, :, start:start + S]
         positions = list(range(qs.size(2)))  # positions restart in every segment
-        a_dot = ref_causal_softmax_attention(ref_rope(qs, positions), ref_rope(ks, positions), vs)
+        if window is None:
+            a_dot = ref_causal_softmax_attention(ref_rope(qs, positions), ref_rope(ks, positions), vs)
+        else:
+            a_dot = window[:, :, start:start + S]
         a_mem = ref_memory_read(sigma(qs), M, z)
         outputs.append(gate * a_mem + (1 - gate) * a_dot)
         if qs.size(2) == S:  # only complete segments are written to memory
@@ -205,12 +223,13 @@ def assert_fast_path_matches_reference(attn, x, reference):
 # ---------------------------------------------------------------------------------------------
 # Fast path == reference, values and gradients.
 
+@pytest.mark.parametrize('local', ['segment', 'sliding'])
 @pytest.mark.parametrize('feature', ['elu', 'relu'])
 @pytest.mark.parametrize('rule', ['linear', 'delta'])
 @pytest.mark.parametrize('T', [8, 16, 40, 37])  # 1, 2 and 5 segments, and a last segment shorter than 8
-def test_infini_fast_path_matches_reference_values_and_grads(feature, rule, T):
+def test_infini_fast_path_matches_reference_values_and_grads(local, feature, rule, T):
     torch.manual_seed(T)
-    attn = ATTENTION['infini'](tiny_config('infini', mem_update=rule, mem_feature=feature))
+    attn = ATTENTION['infini'](tiny_config('infini', mem_update=rule, mem_feature=feature, infini_local=local))
     with torch.no_grad():
         attn.gate.copy_(torch.randn(4))  # not the symmetric init, so the gate's gradient is tested too
     x = torch.randn(2, T, 32)
@@ -316,6 +335,23 @@ def test_streaming_state_does_not_grow(kind):
         sizes.append(sum(t.numel() for t in leaves if t is not None))
     # bounded by the memory plus one segment (local, infini) or one window lcm(w) = 16 (dilated) of keys/values
     assert max(sizes) == max(sizes[:8]), sizes
+
+
+def test_sliding_local_attention_reaches_segment_len_tokens_back_across_a_boundary():
+    """infini_local='sliding' (not the paper): with the gates on local attention (memory weight ~1e-44), the token just
+    past a segment boundary sees the segment_len - 1 tokens before it and no further; the paper's sees none of them."""
+    torch.manual_seed(0)
+    S, x = 8, torch.randn(1, 24, 32)
+    for local, reach in (('segment', 0), ('sliding', S - 1)):
+        attn = ATTENTION['infini'](tiny_config('infini', infini_local=local))
+        with torch.no_grad():
+            attn.gate.fill_(-100.0)
+        y = attn(x)[0]
+        for t in range(16 - S - 2, 16):  # token 16 starts the third segment
+            changed = x.clone()
+            changed[:, t] += 1.0
+            moved = (attn(changed)[0][:, 16] - y[:, 16]).abs().max().item()
+            assert (moved > 1e-6) == (16 - t <= reach), (local, t, moved)
 
 
 def test_empty_memory_gives_finite_outputs():

@@ -305,6 +305,10 @@ def test_windows_that_do_not_split_raise_a_clear_value_error():
     full = GPTConfig(vocab_size=61, n_layer=1, n_head=4, n_embd=32, attn='full')
     with pytest.raises(ValueError, match="attn='full'"):
         check_sequence_parallel(full, 32, 2)
+    sliding = GPTConfig(vocab_size=61, n_layer=1, n_head=4, n_embd=32, attn='infini', segment_len=8,
+                        infini_local='sliding')
+    with pytest.raises(ValueError, match=r"^infini_local='sliding' has no sequence-parallel mode .*; use seq_parallel=1"):
+        check_sequence_parallel(sliding, 32, 2)
     with pytest.raises(ValueError, match="attn='full'"):
         make_sequence_parallel(GPT(full))
     with pytest.raises(ValueError, match='divisible'):

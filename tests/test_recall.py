@@ -75,6 +75,38 @@ def test_local_attention_cannot_recall_it():
     assert train_and_score('local') < 0.2  # chance is 0.1
 
 
+def test_a_sliding_window_leaves_the_recall_to_the_memory():
+    # infini_local='sliding' (not the paper): its window of 16 ends 47 tokens short of the digit
+    assert train_and_score('infini', infini_local='sliding') > 0.6
+
+
+def copy_score_at_boundaries(infini_local, steps=300):
+    """Every token asks for the one before it (an answer that goes on past a segment boundary, in miniature); the
+    accuracy at the first position of each segment, where the paper's local attention starts afresh."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=1, n_embd=32, attn='infini', segment_len=SEGMENT,
+                          infini_local=infini_local))
+    optimizer = model.configure_optimizers(0.0, 1e-2, 0.1, (0.9, 0.95), 'cpu')
+    batch = lambda g, n: torch.randint(DIGITS.start, DIGITS.stop, (n, SEGMENT * SEGMENTS + 1), generator=g)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x = batch(generator, 32)
+        _, loss, _ = model(x[:, 1:], targets=x[:, :-1])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x = batch(torch.Generator().manual_seed(1), 500)
+    with torch.no_grad():
+        logits, _, _ = model(x[:, 1:])
+    starts = torch.arange(SEGMENT, SEGMENT * SEGMENTS, SEGMENT)  # not the first: nothing comes before it
+    return (logits[:, starts].argmax(-1) == x[:, starts]).float().mean().item()
+
+
+def test_only_a_sliding_window_sees_the_token_before_a_segment_boundary():
+    assert copy_score_at_boundaries('segment') < 0.3  # chance is 0.1: the memory holds the digits, not their order
+    assert copy_score_at_boundaries('sliding') > 0.9
+
+
 def run_recall(*args):
     return subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'recall_cpu.py'), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
