@@ -332,7 +332,8 @@ class InfiniAttention(AttentionBase):
     # Positions: the paper puts no positional encoding on the memory's Q/K (it is applied only after
     # the memory read and update), so σ(Q), σ(K) here are un-rotated; RoPE rotates Q/K for the local
     # dot-product attention only, with positions restarting at 0 in each segment (our choice, not the
-    # paper's: a model trained on 5K-token inputs then runs at 1M without seeing a position >= segment_len).
+    # paper's: a model trained on 5K-token inputs then runs at 1M without seeing a position >= segment_len;
+    # with infini_local='sliding' only distances inside the window matter, as RoPE scores depend on i - j alone).
     # Precision: M and z accumulate in float32 even under bf16 autocast (bf16 sums overflow to inf).
 
     def __init__(self, config):
