@@ -516,7 +516,8 @@ def main(argv=None):
         print(f"note: --chunk {args.chunk} -> {chunk} tokens per call ("
               f"{'a multiple of the dilated window' if config.attn == 'dilated' else 'full attention memory'})")
     window = {'full': 'everything (KV cache)', 'local': f'segments of {config.segment_len}, no memory',
-              'infini': f'segments of {config.segment_len} + compressive memory ({config.mem_update})',
+              'infini': f"{'a sliding window' if config.infini_local == 'sliding' else 'segments'} of "
+                        f"{config.segment_len} + compressive memory ({config.mem_update})",
               'dilated': f'dilated w={config.dilated_segments} r={config.dilated_rates}'}.get(config.attn)
     if config.attn == 'gca':
         window = (f'sliding window {config.gca_window} + top-{config.gca_topk} retrieved chunks of '
