@@ -227,8 +227,31 @@ def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monk
     assert 'is a folder' in run_error(recall, ['--only', 'local', '--plot', str(tmp_path)] + work)
 
 
+def test_the_sliding_window_run_trains_only_when_named(tmp_path, monkeypatch):
+    """infini_sliding (a departure from the paper) is not part of the full recipe; named, it trains all four stages
+    with the window and evaluates the last from the training length to 1M."""
+    recall = load_script('recall_cpu')
+    trained = []
+
+    def stop_after_recording(name, overrides, n_stages, seed, args):
+        trained.append((name, n_stages, overrides))
+        raise SystemExit('recorded')
+    monkeypatch.setattr(recall, 'train', stop_after_recording)
+    monkeypatch.setattr(recall, 'check_output', lambda *a, **k: None)
+    work = ['--work', str(tmp_path / 'work'), '--plot', '']
+    for argv in ([], ['--only', 'infini_sliding']):
+        with pytest.raises(SystemExit):
+            recall.main(argv + work)
+    (first, _, _), (name, n_stages, overrides) = trained
+    assert first == 'infini_linear' and name == 'infini_sliding' and n_stages == 4
+    assert '--infini_local=sliding' in overrides
+    assert recall.EXTRA_RUNS[0][2][4] == recall.LENGTHS and recall.LENGTHS[-1] == 1 << 20
+    assert 'infini_sliding' not in [r[0] for r in recall.RUNS]
+
+
 @pytest.mark.parametrize('argv, where', [([], 'results/recall_cpu.json'),
                                          (['--only', 'local,full'], 'work/recall_cpu.json'),
+                                         (['--only', 'infini_sliding'], 'work/recall_cpu.json'),
                                          (['--trials_1m', '3'], 'work/recall_cpu.json'),
                                          (['--seeds', '1'], 'work/recall_cpu.json'),
                                          (['--max_iters=20'], 'work/recall_cpu.json')])
