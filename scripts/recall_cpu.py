@@ -290,12 +290,12 @@ def main(argv=None):
     p.add_argument('--plot', default=None, help='default: results/recall_cpu.png for the full recipe, else in --work')
     p.add_argument('--force', action='store_true', help='replace an existing --json / --plot')
     args, args.train_args = p.parse_known_args(argv)  # the rest: --key=value overrides for train.py
-    names, extra = [r[0] for r in RUNS], [r[0] for r in EXTRA_RUNS]
+    names, every = [r[0] for r in RUNS], [r[0] for r in RUNS + EXTRA_RUNS]
     only = [n.strip() for n in args.only.split(',') if n.strip()] if args.only is not None else names
-    unknown = set(only) - set(names + extra)
+    unknown = set(only) - set(every)
     if unknown or not only:
         raise SystemExit(f"error: --only {args.only!r}: {f'unknown run(s) {sorted(unknown)}' if unknown else 'no run'};"
-                         f" choose from {', '.join(names + extra)} (comma-separated)")
+                         f" choose from {', '.join(every)} (comma-separated)")
     for flag in ('trials', 'trials_64x', 'trials_1m', 'threads'):
         if getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag} {getattr(args, flag)} must be at least 1")
@@ -322,11 +322,10 @@ def main(argv=None):
     if departures:
         print(f"not the full recipe ({' '.join(departures)}): the report goes to {json_path}", flush=True)
 
-    per_seed = {name: {} for name, _, _ in RUNS + EXTRA_RUNS if name in only}
+    chosen = [run for run in RUNS + EXTRA_RUNS if run[0] in only]
+    per_seed = {name: {} for name, _, _ in chosen}
     for seed in args.seeds:  # every run of one seed before the next: `--seeds 1` then reports what a stopped run did
-        for name, overrides, lengths in RUNS + EXTRA_RUNS:
-            if name not in only:
-                continue
+        for name, overrides, lengths in chosen:
             stages = train(name, overrides, max(lengths), seed, args)
             cells = [cell for stage, at in sorted({1: [STAGE1_LEN], **lengths}.items()) for length in at
                      for cell in evaluate(name, seed, stage, length, stages[stage - 1].get('trained'), args)]
