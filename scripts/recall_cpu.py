@@ -9,15 +9,17 @@ examples, 72 segments) -- once per attention kind; only the attention differs. T
 own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M; local, full and dilated, at chance
 already, stop at 8x or 1x), stage 1 at its own 288. For gca it also reports how often the retriever fetched the key.
 One more run, infini_sliding (not the paper's local attention: see EXTRA_RUNS), trains and evaluates only when --only
-names it.
+names it; it goes on to stage 5 (configs/recall_infini_147k_more.py, 100 more steps at 147,456) and is evaluated
+after stage 5 from 2,304 tokens to 1M.
 
     python scripts/recall_cpu.py                         # every run below, seeds 1-3; results/recall_cpu.json, .png
     python scripts/recall_cpu.py --only infini_delta --seeds 4 --trials 20 --work out-recall   # out-recall/...
     python scripts/recall_cpu.py --only infini_sliding --seeds 2 --trials_1m 50 --threads 2  # the window, to 1M
 
 Each run is trained and evaluated once per seed (--seed of every stage: the initialisation and the generated
-examples), and every cell is reported as the mean over the seeds with its min and max; the JSON keeps each seed's
-numbers, and for each stage how many seeds reached an answer loss below 0.1 (learned the task).
+examples; stage 5's is the seed + 100, new examples), and every cell is reported as the mean over the seeds with its
+min and max; the JSON keeps each seed's numbers, and for each stage how many seeds reached an answer loss below 0.1
+(learned the task).
 Only the full recipe (no --only, the default seeds and trials, no train.py overrides) writes results/; any other run
 writes its JSON and plot into --work, or to --json/--plot (an existing file is replaced only with --force).
 Finished trainings and evaluations in --work are reused when they were made with the same settings, so an
@@ -38,9 +40,9 @@ sys.path.insert(0, REPO)
 from sample import check_output, pyplot, save_figure, save_report  # noqa: E402
 
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
-# infini_linear all four.
+# infini_linear four. Stage 5 (infini_sliding only) is 100 more steps on stage 4's length at a lower learning rate.
 STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py',
-          'configs/recall_infini_18k.py', 'configs/recall_infini_147k.py')
+          'configs/recall_infini_18k.py', 'configs/recall_infini_147k.py', 'configs/recall_infini_147k_more.py')
 STAGE1_LEN = 288
 TRAIN_LEN = 2304
 MILLION = 1 << 20
@@ -70,11 +72,17 @@ RUNS = [
 # Not in the full recipe, only with --only: the 1M recipe of docs/recall.md with a departure from the paper, a sliding
 # window of segment_len tokens in place of its local attention (model.py, infini_local='sliding'; the memory is the
 # paper's), on the wider model whose stage 1 learns more surely (n_embd 96, 3 heads of 32: 1 memory + 2 local). About
-# 1.5 hours a seed on 2 threads, an hour of it stage 4 (the window scores 2 x 32 keys per query).
+# 1.8 hours a seed on 2 threads, an hour of it stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5.
 EXTRA_RUNS = [
     ('infini_sliding', ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)', '--infini_local=sliding'],
-     {2: LENGTHS[:1], 4: LENGTHS}),
+     {2: LENGTHS[:1], 5: LENGTHS}),
 ]
+
+
+def stage_seed(seed, stage):
+    """train.py's --seed for a stage: the run's, but stage 5 trains on stage 4's length again and would otherwise
+    draw stage 4's first 100 examples a second time."""
+    return seed + 100 if stage == 5 else seed
 
 
 def parse_seeds(text):
@@ -121,7 +129,8 @@ def train(name, overrides, n_stages, seed, args):
     for i, config in enumerate(STAGES[:n_stages]):
         stage_dir = os.path.join(seed_dir(args, name, seed), f'stage{i + 1}')
         summary, ckpt = os.path.join(stage_dir, 'summary.json'), os.path.join(stage_dir, 'ckpt.pt')
-        settings = [config, *overrides, f'--seed={seed}', *args.train_args]
+        seed_arg = f'--seed={stage_seed(seed, i + 1)}'
+        settings = [config, *overrides, seed_arg, *args.train_args]
         done = None
         if os.path.exists(summary) and os.path.exists(ckpt):
             with open(summary) as f:
@@ -135,7 +144,7 @@ def train(name, overrides, n_stages, seed, args):
             if os.path.exists(summary):
                 os.remove(summary)
             os.makedirs(stage_dir, exist_ok=True)
-            cmd = ['train.py', config, *overrides, f'--seed={seed}', *init, f'--out_dir={stage_dir}',
+            cmd = ['train.py', config, *overrides, seed_arg, *init, f'--out_dir={stage_dir}',
                    f'--threads={args.threads}', *args.train_args]
             if os.path.exists(ckpt):  # a stage stopped before its summary: this folder's own, trained again
                 print(f"[{name} seed {seed}] {ckpt} has no summary (an interrupted stage): training it again",
@@ -251,7 +260,7 @@ def plot(results, path):
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    markers = {2: 'o', 3: 's', 4: '^'}
+    markers = {2: 'o', 3: 's', 4: '^', 5: 'v'}
     for color, (name, r) in zip(plt.rcParams['axes.prop_cycle'].by_key()['color'] * 2, results.items()):
         for stage in sorted({c['stage'] for c in r['eval'] if c['stage'] > 1}):
             for depth, line in (('start', '-'), ('middle', '--')):

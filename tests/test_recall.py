@@ -6,6 +6,7 @@ script (and scripts/convergence.py) runs only at a tiny budget, for its plan, wh
 scripts/dilated_reach.py (what a dilated model of a given depth can read at all) is checked against the model's own
 attention."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -228,7 +229,7 @@ def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monk
 
 
 def test_the_sliding_window_run_trains_only_when_named(tmp_path, monkeypatch):
-    """infini_sliding (a departure from the paper) is not part of the full recipe; named, it trains all four stages
+    """infini_sliding (a departure from the paper) is not part of the full recipe; named, it trains all five stages
     with the window and evaluates the last from the training length to 1M."""
     recall = load_script('recall_cpu')
     trained = []
@@ -243,10 +244,34 @@ def test_the_sliding_window_run_trains_only_when_named(tmp_path, monkeypatch):
         with pytest.raises(SystemExit):
             recall.main(argv + work)
     (first, _, _), (name, n_stages, overrides) = trained
-    assert first == 'infini_linear' and name == 'infini_sliding' and n_stages == 4
+    assert first == 'infini_linear' and name == 'infini_sliding' and n_stages == 5
     assert '--infini_local=sliding' in overrides
-    assert recall.EXTRA_RUNS[0][2][4] == recall.LENGTHS and recall.LENGTHS[-1] == 1 << 20
+    assert recall.EXTRA_RUNS[0][2][5] == recall.LENGTHS and recall.LENGTHS[-1] == 1 << 20
     assert 'infini_sliding' not in [r[0] for r in recall.RUNS]
+
+
+def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tmp_path, monkeypatch):
+    """The commands train() gives train.py: stage k+1 from stage k's checkpoint, every stage with the run's seed but
+    stage 5, which trains on stage 4's length again with the seed + 100 (else it would see stage 4's first examples
+    again)."""
+    recall = load_script('recall_cpu')
+    commands = []
+
+    def fake_train_py(cmd, log_path, threads):  # what train.py leaves behind: a checkpoint and an eval in its log
+        commands.append(cmd)
+        out_dir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--out_dir='))
+        open(os.path.join(out_dir, 'ckpt.pt'), 'w').close()
+        with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
+            f.write(json.dumps(dict(iter=1, val_loss=0.01)) + '\n')
+        return 1.0
+    monkeypatch.setattr(recall, 'run', fake_train_py)
+    args = argparse.Namespace(work=str(tmp_path), threads=2, train_args=[])
+    stages = recall.train('infini_sliding', ['--n_head=3'], 5, 2, args)
+    assert len(stages) == 5 and [c[1] for c in commands] == list(recall.STAGES)
+    assert [next(a for a in c if a.startswith('--seed=')) for c in commands] == ['--seed=2'] * 4 + ['--seed=102']
+    for i, cmd in enumerate(commands[1:], start=1):
+        assert f"--init_from={tmp_path / 'infini_sliding' / 'seed2' / f'stage{i}' / 'ckpt.pt'}" in cmd
+    assert recall.train('infini_sliding', ['--n_head=3'], 5, 2, args) == stages and len(commands) == 5  # reused
 
 
 @pytest.mark.parametrize('argv, where', [([], 'results/recall_cpu.json'),
