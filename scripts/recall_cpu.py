@@ -275,7 +275,7 @@ def plot(results, path):
     ax.set(xlabel='prompt length (tokens)', ylabel='exact match, % (mean over seeds; bars: min-max)',
            ylim=(-3, 103),
            title=f'passkey retrieval; stage 2 trained on {TRAIN_LEN:,}-token examples, 3 on {8 * TRAIN_LEN:,}, '
-                 f'4 on {64 * TRAIN_LEN:,}')
+                 f'4 and 5 on {64 * TRAIN_LEN:,}')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small', loc='center left', bbox_to_anchor=(1.01, 0.5))
     return save_figure(plt, fig, path)
