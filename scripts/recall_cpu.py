@@ -8,13 +8,15 @@ examples, 72 segments) -- once per attention kind; only the attention differs. T
 147,456). Then evaluates the checkpoints with passkey.py (the same streaming path as any user): each stage from its
 own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M; local, full and dilated, at chance
 already, stop at 8x or 1x), stage 1 at its own 288. For gca it also reports how often the retriever fetched the key.
-One more run, infini_sliding (not the paper's local attention: see EXTRA_RUNS), trains and evaluates only when --only
-names it; it goes on to stage 5 (configs/recall_infini_147k_more.py, 100 more steps at 147,456) and is evaluated
-after stage 5 from 2,304 tokens to 1M.
+Two more runs train and evaluate only when --only names them: infini_sliding (not the paper's local attention: see
+EXTRA_RUNS) and infini_wide (the same model with the paper's). They go on to stage 5
+(configs/recall_infini_147k_more.py, 100 more steps at 147,456) and are evaluated after stage 5 from 2,304 tokens
+to 1M.
 
     python scripts/recall_cpu.py                         # every run below, seeds 1-3; results/recall_cpu.json, .png
     python scripts/recall_cpu.py --only infini_delta --seeds 4 --trials 20 --work out-recall   # out-recall/...
     python scripts/recall_cpu.py --only infini_sliding --seeds 2 --trials_1m 50 --threads 2  # the window, to 1M
+    python scripts/recall_cpu.py --only infini_wide --seeds 1 --trials_1m 50 --threads 2     # the paper's, to 1M
 
 Each run is trained and evaluated once per seed (--seed of every stage: the initialisation and the generated
 examples; stage 5's is the seed + 100, new examples), and every cell is reported as the mean over the seeds with its
@@ -40,7 +42,7 @@ sys.path.insert(0, REPO)
 from sample import check_output, pyplot, save_figure, save_report  # noqa: E402
 
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
-# infini_linear four. Stage 5 (infini_sliding only) is 100 more steps on stage 4's length at a lower learning rate.
+# infini_linear four. Stage 5 (the two --only runs) is 100 more steps on stage 4's length at a lower learning rate.
 STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py',
           'configs/recall_infini_18k.py', 'configs/recall_infini_147k.py', 'configs/recall_infini_147k_more.py')
 STAGE1_LEN = 288
@@ -73,9 +75,11 @@ RUNS = [
 # window of segment_len tokens in place of its local attention (model.py, infini_local='sliding'; the memory is the
 # paper's), on the wider model whose stage 1 learns more surely (n_embd 96, 3 heads of 32: 1 memory + 2 local). About
 # 1.8 hours a seed on 2 threads, an hour of it stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5.
+# infini_wide is the same five stages with the paper's local attention: the window's run beside the paper's.
+WIDE = ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)']
 EXTRA_RUNS = [
-    ('infini_sliding', ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)', '--infini_local=sliding'],
-     {2: LENGTHS[:1], 5: LENGTHS}),
+    ('infini_sliding', WIDE + ['--infini_local=sliding'], {2: LENGTHS[:1], 5: LENGTHS}),
+    ('infini_wide', WIDE, {2: LENGTHS[:1], 5: LENGTHS}),
 ]
 
 

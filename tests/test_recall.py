@@ -228,9 +228,10 @@ def test_only_trials_and_output_paths_are_checked_before_any_work(tmp_path, monk
     assert 'is a folder' in run_error(recall, ['--only', 'local', '--plot', str(tmp_path)] + work)
 
 
-def test_the_sliding_window_run_trains_only_when_named(tmp_path, monkeypatch):
+def test_the_sliding_window_run_and_its_twin_train_only_when_named(tmp_path, monkeypatch):
     """infini_sliding (a departure from the paper) is not part of the full recipe; named, it trains all five stages
-    with the window and evaluates the last from the training length to 1M."""
+    with the window and evaluates the last from the training length to 1M. infini_wide is the same run with the
+    paper's local attention: the same overrides but the window's."""
     recall = load_script('recall_cpu')
     trained = []
 
@@ -240,14 +241,15 @@ def test_the_sliding_window_run_trains_only_when_named(tmp_path, monkeypatch):
     monkeypatch.setattr(recall, 'train', stop_after_recording)
     monkeypatch.setattr(recall, 'check_output', lambda *a, **k: None)
     work = ['--work', str(tmp_path / 'work'), '--plot', '']
-    for argv in ([], ['--only', 'infini_sliding']):
+    for argv in ([], ['--only', 'infini_sliding'], ['--only', 'infini_wide']):
         with pytest.raises(SystemExit):
             recall.main(argv + work)
-    (first, _, _), (name, n_stages, overrides) = trained
+    (first, _, _), (name, n_stages, overrides), (twin, twin_stages, twin_overrides) = trained
     assert first == 'infini_linear' and name == 'infini_sliding' and n_stages == 5
     assert '--infini_local=sliding' in overrides
-    assert recall.EXTRA_RUNS[0][2][5] == recall.LENGTHS and recall.LENGTHS[-1] == 1 << 20
-    assert 'infini_sliding' not in [r[0] for r in recall.RUNS]
+    assert twin == 'infini_wide' and twin_stages == 5 and twin_overrides + ['--infini_local=sliding'] == overrides
+    assert all(run[2][5] == recall.LENGTHS for run in recall.EXTRA_RUNS) and recall.LENGTHS[-1] == 1 << 20
+    assert not {'infini_sliding', 'infini_wide'} & {r[0] for r in recall.RUNS}
 
 
 def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tmp_path, monkeypatch):
