@@ -251,10 +251,14 @@ def print_summary(results, seeds):
 
 
 def git_commit():
+    """The commit the scripts ran from (taken when the run starts: it lasts hours, and HEAD may move meanwhile), marked
+    when tracked files differed from it; None outside a git checkout."""
     try:
-        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(['git', 'diff', '--quiet', 'HEAD', '--'], cwd=REPO, capture_output=True).returncode
     except OSError:
         return None
+    return (head + (' with uncommitted changes' if changed == 1 else '')) or None
 
 
 def plot(results, path):
@@ -335,6 +339,7 @@ def main(argv=None):
     if departures:
         print(f"not the full recipe ({' '.join(departures)}): the report goes to {json_path}", flush=True)
 
+    commit = git_commit()
     chosen = [run for run in RUNS + EXTRA_RUNS if run[0] in only]
     per_seed = {name: {} for name, _, _ in chosen}
     for seed in args.seeds:  # every run of one seed before the next: `--seeds 1` then reports what a stopped run did
@@ -351,7 +356,7 @@ def main(argv=None):
         results[name] = dict(eval=cells, learned=learned, minutes=round(sum(minutes) / len(minutes), 2),
                              minutes_max=max(minutes), seeds=runs)
     print_summary(results, args.seeds)
-    report = dict(configs=STAGES, train_len=TRAIN_LEN, seeds=args.seeds, git_commit=git_commit(),
+    report = dict(configs=STAGES, train_len=TRAIN_LEN, seeds=args.seeds, git_commit=commit,
                   date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                                load_at_end=os.getloadavg()),

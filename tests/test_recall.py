@@ -252,6 +252,20 @@ def test_the_sliding_window_run_and_its_twin_train_only_when_named(tmp_path, mon
     assert not {'infini_sliding', 'infini_wide'} & {r[0] for r in recall.RUNS}
 
 
+def test_the_report_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A run lasts hours and HEAD may move meanwhile: the commit is read before the first stage trains."""
+    recall = load_script('recall_cpu')
+    calls = []
+    monkeypatch.setattr(recall, 'git_commit', lambda: calls.append('commit') or 'abc')
+    monkeypatch.setattr(recall, 'train', lambda *a: calls.append('train') or [dict(trained='t', seconds=60)] * 5)
+    monkeypatch.setattr(recall, 'evaluate', lambda *a: [])
+    monkeypatch.setattr(recall, 'over_seeds', lambda runs: ({}, {}))
+    monkeypatch.setattr(recall, 'print_summary', lambda *a: None)
+    recall.main(['--only', 'local', '--seeds', '1', '--work', str(tmp_path), '--plot', ''])
+    with open(tmp_path / 'recall_cpu.json') as f:
+        assert calls == ['commit', 'train'] and json.load(f)['git_commit'] == 'abc'
+
+
 def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tmp_path, monkeypatch):
     """The commands train() gives train.py: stage k+1 from stage k's checkpoint, every stage with the run's seed but
     stage 5, which trains on stage 4's length again with the seed + 100 (else it would see stage 4's first examples
