@@ -75,7 +75,8 @@ RUNS = [
 # window of segment_len tokens in place of its local attention (model.py, infini_local='sliding'; the memory is the
 # paper's), on the wider model whose stage 1 learns more surely (n_embd 96, 3 heads of 32: 1 memory + 2 local). About
 # 1.8 hours a seed on 2 threads, an hour of it stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5.
-# infini_wide is the same five stages with the paper's local attention: the window's run beside the paper's.
+# infini_wide is the same five stages with the paper's local attention, the window's run beside the paper's: about
+# 1.1 hours a seed on 2 threads.
 WIDE = ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)']
 EXTRA_RUNS = [
     ('infini_sliding', WIDE + ['--infini_local=sliding'], {2: LENGTHS[:1], 5: LENGTHS}),
