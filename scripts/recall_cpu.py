@@ -8,18 +8,20 @@ examples, 72 segments) -- once per attention kind; only the attention differs. T
 147,456). Then evaluates the checkpoints with passkey.py (the same streaming path as any user): each stage from its
 own training length up to 1,048,576 tokens (stage 2 at 1x, 8x, 64x and 1M; local, full and dilated, at chance
 already, stop at 8x or 1x), stage 1 at its own 288. For gca it also reports how often the retriever fetched the key.
-Two more runs train and evaluate only when --only names them: infini_sliding (not the paper's local attention: see
-EXTRA_RUNS) and infini_wide (the same model with the paper's). They go on to stage 5
-(configs/recall_infini_147k_more.py, 100 more steps at 147,456) and are evaluated after stage 5 from 2,304 tokens
-to 1M.
+Three more runs train and evaluate only when --only names them: infini_sliding (not the paper's local attention: see
+EXTRA_RUNS) and infini_wide (the same model with the paper's) go on to stage 5 (configs/recall_infini_147k_more.py,
+100 more steps at 147,456); infini_seg128 takes infini_wide's four stages, then widens its segments from 32 to 128
+tokens (stages 5 and 6: configs/recall_infini_seg128.py, configs/recall_infini_147k_seg128.py). Each is evaluated
+after its last stage from 2,304 tokens to 1M.
 
     python scripts/recall_cpu.py                         # every run below, seeds 1-3; results/recall_cpu.json, .png
     python scripts/recall_cpu.py --only infini_delta --seeds 4 --trials 20 --work out-recall   # out-recall/...
     python scripts/recall_cpu.py --only infini_sliding --seeds 2 --trials_1m 50 --threads 2  # the window, to 1M
     python scripts/recall_cpu.py --only infini_wide --seeds 1 --trials_1m 50 --threads 2     # the paper's, to 1M
+    python scripts/recall_cpu.py --only infini_seg128 --seeds 1 --trials_1m 50 --threads 2   # the paper's, 128-token segments
 
 Each run is trained and evaluated once per seed (--seed of every stage: the initialisation and the generated
-examples; stage 5's is the seed + 100, new examples), and every cell is reported as the mean over the seeds with its
+examples; from stage 5 on it is the seed + 100: those stages train on lengths an earlier stage drew from), and every cell is reported as the mean over the seeds with its
 min and max; the JSON keeps each seed's numbers, and for each stage how many seeds reached an answer loss below 0.1
 (learned the task).
 Only the full recipe (no --only, the default seeds and trials, no train.py overrides) writes results/; any other run
@@ -42,9 +44,12 @@ sys.path.insert(0, REPO)
 from sample import check_output, pyplot, save_figure, save_report  # noqa: E402
 
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
-# infini_linear four. Stage 5 (the two --only runs) is 100 more steps on stage 4's length at a lower learning rate.
+# infini_linear four. Stage 5 (infini_sliding, infini_wide) is 100 more steps on stage 4's length at a lower learning
+# rate. infini_seg128 has stages of its own after the fourth (STAGES_OF): the same model with 128-token segments,
+# fine-tuned on stage 2's length, then on stage 4's.
 STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py',
           'configs/recall_infini_18k.py', 'configs/recall_infini_147k.py', 'configs/recall_infini_147k_more.py')
+STAGES_OF = {'infini_seg128': STAGES[:4] + ('configs/recall_infini_seg128.py', 'configs/recall_infini_147k_seg128.py')}
 STAGE1_LEN = 288
 TRAIN_LEN = 2304
 MILLION = 1 << 20
@@ -76,19 +81,21 @@ RUNS = [
 # infini_sliding has a departure from the paper, a sliding window of segment_len tokens in place of its local attention
 # (model.py, infini_local='sliding'; the memory is the paper's): about 1.8 hours a seed on 2 threads, an hour of it
 # stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5. infini_wide is the same with the paper's local
-# attention, to set beside it on the same curve: about 1.1 hours a seed.
+# attention, to set beside it on the same curve: about 1.1 hours a seed. infini_seg128 is infini_wide with its segments
+# widened to 128 tokens after stage 4 (so that fewer answers run across a boundary; the memory is the paper's).
 WIDE = ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)']
 TO_1M = {2: LENGTHS[:1], 5: LENGTHS}
 EXTRA_RUNS = [
     ('infini_sliding', WIDE + ['--infini_local=sliding'], TO_1M),
     ('infini_wide', WIDE, TO_1M),
+    ('infini_seg128', WIDE, {2: LENGTHS[:1], 6: LENGTHS}),
 ]
 
 
 def stage_seed(seed, stage):
-    """train.py's --seed for a stage: the run's, but stage 5 trains on stage 4's length again and would otherwise
-    draw stage 4's first 100 examples a second time."""
-    return seed + 100 if stage == 5 else seed
+    """train.py's --seed for a stage: the run's, but the stages after the fourth train on a length an earlier stage
+    trained on and would otherwise draw its first examples a second time."""
+    return seed + 100 if stage >= 5 else seed
 
 
 def parse_seeds(text):
@@ -132,7 +139,7 @@ def train(name, overrides, n_stages, seed, args):
     A stage is done when its checkpoint and summary.json are there; it is reused when its settings are these and it
     was fine-tuned from the checkpoint now in the stage before, and refused (not replaced) otherwise."""
     stages, init, before = [], [], None
-    for i, config in enumerate(STAGES[:n_stages]):
+    for i, config in enumerate(STAGES_OF.get(name, STAGES)[:n_stages]):
         stage_dir = os.path.join(seed_dir(args, name, seed), f'stage{i + 1}')
         summary, ckpt = os.path.join(stage_dir, 'summary.json'), os.path.join(stage_dir, 'ckpt.pt')
         seed_arg = f'--seed={stage_seed(seed, i + 1)}'
@@ -270,7 +277,7 @@ def plot(results, path):
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    markers = {2: 'o', 3: 's', 4: '^', 5: 'v'}
+    markers = {2: 'o', 3: 's', 4: '^', 5: 'v', 6: 'D'}
     for color, (name, r) in zip(plt.rcParams['axes.prop_cycle'].by_key()['color'] * 2, results.items()):
         for stage in sorted({c['stage'] for c in r['eval'] if c['stage'] > 1}):
             for depth, line in (('start', '-'), ('middle', '--')):
@@ -285,7 +292,7 @@ def plot(results, path):
     ax.set(xlabel='prompt length (tokens)', ylabel='exact match, % (mean over seeds; bars: min-max)',
            ylim=(-3, 103),
            title=f'passkey retrieval; stage 2 trained on {TRAIN_LEN:,}-token examples, 3 on {8 * TRAIN_LEN:,}, '
-                 f'4 and 5 on {64 * TRAIN_LEN:,}')
+                 f'4-6 on {64 * TRAIN_LEN:,}')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small', loc='center left', bbox_to_anchor=(1.01, 0.5))
     return save_figure(plt, fig, path)

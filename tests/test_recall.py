@@ -16,6 +16,8 @@ import sys
 import pytest
 import torch
 
+import train
+from configurator import check_config, get_config
 from model import GPT, GPTConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,8 +250,8 @@ def test_the_sliding_window_run_and_its_twin_train_only_when_named(tmp_path, mon
     assert first == 'infini_linear' and name == 'infini_sliding' and n_stages == 5
     assert '--infini_local=sliding' in overrides
     assert twin == 'infini_wide' and twin_stages == 5 and twin_overrides + ['--infini_local=sliding'] == overrides
-    assert all(run[2][5] == recall.LENGTHS for run in recall.EXTRA_RUNS) and recall.LENGTHS[-1] == 1 << 20
-    assert not {'infini_sliding', 'infini_wide'} & {r[0] for r in recall.RUNS}
+    assert all(run[2][max(run[2])] == recall.LENGTHS for run in recall.EXTRA_RUNS) and recall.LENGTHS[-1] == 1 << 20
+    assert not {r[0] for r in recall.EXTRA_RUNS} & {r[0] for r in recall.RUNS}
 
 
 def test_the_report_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
@@ -288,6 +290,34 @@ def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tm
     for i, cmd in enumerate(commands[1:], start=1):
         assert f"--init_from={tmp_path / 'infini_sliding' / 'seed2' / f'stage{i}' / 'ckpt.pt'}" in cmd
     assert recall.train('infini_sliding', ['--n_head=3'], 5, 2, args) == stages and len(commands) == 5  # reused
+
+
+def test_the_128_token_segment_run_is_infini_wide_to_stage_4_then_widens_its_segments(tmp_path, monkeypatch):
+    """infini_seg128 trains (or reuses) infini_wide's first four stages, then stage 5 on 2,304-token examples and
+    stage 6 on 147,456, both with segment_len 128, each from the stage before and with new examples (seed + 100)."""
+    recall = load_script('recall_cpu')
+    commands = []
+
+    def fake_train_py(cmd, log_path, threads):
+        commands.append(cmd)
+        out_dir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--out_dir='))
+        open(os.path.join(out_dir, 'ckpt.pt'), 'w').close()
+        with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
+            f.write(json.dumps(dict(iter=1, val_loss=0.01)) + '\n')
+        return 1.0
+    monkeypatch.setattr(recall, 'run', fake_train_py)
+    name, overrides, lengths = next(r for r in recall.EXTRA_RUNS if r[0] == 'infini_seg128')
+    assert overrides == next(r[1] for r in recall.EXTRA_RUNS if r[0] == 'infini_wide') and max(lengths) == 6
+    args = argparse.Namespace(work=str(tmp_path), threads=1, train_args=[])
+    recall.train(name, overrides, 6, 3, args)
+    configs = [c[1] for c in commands]
+    assert configs[:4] == list(recall.STAGES[:4]) and len(configs) == 6
+    assert [next(a for a in c if a.startswith('--seed=')) for c in commands] == ['--seed=3'] * 4 + ['--seed=103'] * 2
+    assert f"--init_from={tmp_path / name / 'seed3' / 'stage5' / 'ckpt.pt'}" in commands[5]
+    for config, length in zip(configs[4:], (recall.TRAIN_LEN, 64 * recall.TRAIN_LEN)):
+        settings, explicit = get_config(train.DEFAULTS, [config])
+        assert settings['segment_len'] == 128 and settings['seq_len'] == length and 'segment_len' in explicit
+        check_config(settings)
 
 
 @pytest.mark.parametrize('argv, where', [([], 'results/recall_cpu.json'),

@@ -351,6 +351,19 @@ def test_a_fine_tune_takes_the_model_keys_it_does_not_set_from_the_checkpoint(da
     assert ft["model_args"]["n_head"] == 2 and tuple(ft["model_args"]["gate_init"]) == (3.0, -3.0)
 
 
+def test_a_fine_tune_can_widen_the_segments(data_dir, tmp_path):
+    """No weight depends on segment_len (RoPE counts positions inside a segment), so a fine-tune may change it, as
+    configs/recall_infini_seg128.py does: the weights load and the new checkpoint has the new segments."""
+    train.main(tiny(data_dir, tmp_path / "pre", "--max_iters=2"))
+    pre = load_checkpoint(os.path.join(tmp_path, "pre", "ckpt.pt"))
+    tiny_steps = ["--learning_rate=1e-6", "--min_lr=1e-7", "--gate_lr=1e-6"]  # so the weights stay where they began
+    result = train.main(tiny(data_dir, tmp_path / "ft", "--max_iters=1", *tiny_steps,
+                             f"--init_from={tmp_path / 'pre' / 'ckpt.pt'}", "--segment_len=32"))
+    ft = load_checkpoint(result["checkpoint"])
+    assert pre["model_args"]["segment_len"] == 16 and ft["model_args"]["segment_len"] == 32
+    assert all(torch.allclose(ft["model"][k], v, atol=1e-5) for k, v in pre["model"].items())  # from those weights
+
+
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(data_dir, tmp_path):
     train.main(tiny(data_dir, tmp_path, "--max_iters=4"))
     # an infinite learning rate turns every weight into inf/nan in one step: step 4 is fine, step 5 is nan
