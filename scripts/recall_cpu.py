@@ -18,12 +18,12 @@ after its last stage from 2,304 tokens to 1M.
     python scripts/recall_cpu.py --only infini_delta --seeds 4 --trials 20 --work out-recall   # out-recall/...
     python scripts/recall_cpu.py --only infini_sliding --seeds 2 --trials_1m 50 --threads 2  # the window, to 1M
     python scripts/recall_cpu.py --only infini_wide --seeds 1 --trials_1m 50 --threads 2     # the paper's, to 1M
-    python scripts/recall_cpu.py --only infini_seg128 --seeds 1 --trials_1m 50 --threads 2   # the paper's, 128-token segments
+    python scripts/recall_cpu.py --only infini_seg128 --seeds 1 --trials_1m 50 --threads 2   # the paper's, to 1M again
 
 Each run is trained and evaluated once per seed (--seed of every stage: the initialisation and the generated
-examples; from stage 5 on it is the seed + 100: those stages train on lengths an earlier stage drew from), and every cell is reported as the mean over the seeds with its
-min and max; the JSON keeps each seed's numbers, and for each stage how many seeds reached an answer loss below 0.1
-(learned the task).
+examples; from stage 5 on the seed + 100, as those stages train on lengths an earlier stage drew from), and every
+cell is reported as the mean over the seeds with its min and max; the JSON keeps each seed's numbers, and for each
+stage how many seeds reached an answer loss below 0.1 (learned the task).
 Only the full recipe (no --only, the default seeds and trials, no train.py overrides) writes results/; any other run
 writes its JSON and plot into --work, or to --json/--plot (an existing file is replaced only with --force).
 Finished trainings and evaluations in --work are reused when they were made with the same settings, so an
@@ -82,7 +82,8 @@ RUNS = [
 # (model.py, infini_local='sliding'; the memory is the paper's): about 1.8 hours a seed on 2 threads, an hour of it
 # stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5. infini_wide is the same with the paper's local
 # attention, to set beside it on the same curve: about 1.1 hours a seed. infini_seg128 is infini_wide with its segments
-# widened to 128 tokens after stage 4 (so that fewer answers run across a boundary; the memory is the paper's).
+# widened to 128 tokens after stage 4 (so that fewer answers run across a boundary; the memory is the paper's): about
+# 15 minutes more than infini_wide on 2 threads, 12 of them stage 6.
 WIDE = ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)']
 TO_1M = {2: LENGTHS[:1], 5: LENGTHS}
 EXTRA_RUNS = [
