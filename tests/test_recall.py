@@ -268,21 +268,25 @@ def test_the_report_names_the_commit_the_run_started_from(tmp_path, monkeypatch)
         assert calls == ['commit', 'train'] and json.load(f)['git_commit'] == 'abc'
 
 
-def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tmp_path, monkeypatch):
-    """The commands train() gives train.py: stage k+1 from stage k's checkpoint, every stage with the run's seed but
-    stage 5, which trains on stage 4's length again with the seed + 100 (else it would see stage 4's first examples
-    again)."""
-    recall = load_script('recall_cpu')
-    commands = []
-
-    def fake_train_py(cmd, log_path, threads):  # what train.py leaves behind: a checkpoint and an eval in its log
+def fake_train_py(commands):
+    """A stand-in for recall_cpu.run(train.py ...): records the command and leaves what train.py would, a checkpoint
+    and an eval in its log."""
+    def run(cmd, log_path, threads):
         commands.append(cmd)
         out_dir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--out_dir='))
         open(os.path.join(out_dir, 'ckpt.pt'), 'w').close()
         with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
             f.write(json.dumps(dict(iter=1, val_loss=0.01)) + '\n')
         return 1.0
-    monkeypatch.setattr(recall, 'run', fake_train_py)
+    return run
+
+
+def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tmp_path, monkeypatch):
+    """The commands train() gives train.py: stage k+1 from stage k's checkpoint, every stage with the run's seed but
+    stage 5, which trains on stage 4's length again with the seed + 100 (else it would see stage 4's first examples
+    again)."""
+    recall, commands = load_script('recall_cpu'), []
+    monkeypatch.setattr(recall, 'run', fake_train_py(commands))
     args = argparse.Namespace(work=str(tmp_path), threads=2, train_args=[])
     stages = recall.train('infini_sliding', ['--n_head=3'], 5, 2, args)
     assert len(stages) == 5 and [c[1] for c in commands] == list(recall.STAGES)
@@ -295,17 +299,8 @@ def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tm
 def test_the_128_token_segment_run_is_infini_wide_to_stage_4_then_widens_its_segments(tmp_path, monkeypatch):
     """infini_seg128 trains (or reuses) infini_wide's first four stages, then stage 5 on 2,304-token examples and
     stage 6 on 147,456, both with segment_len 128, each from the stage before and with new examples (seed + 100)."""
-    recall = load_script('recall_cpu')
-    commands = []
-
-    def fake_train_py(cmd, log_path, threads):
-        commands.append(cmd)
-        out_dir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--out_dir='))
-        open(os.path.join(out_dir, 'ckpt.pt'), 'w').close()
-        with open(os.path.join(out_dir, 'log.jsonl'), 'w') as f:
-            f.write(json.dumps(dict(iter=1, val_loss=0.01)) + '\n')
-        return 1.0
-    monkeypatch.setattr(recall, 'run', fake_train_py)
+    recall, commands = load_script('recall_cpu'), []
+    monkeypatch.setattr(recall, 'run', fake_train_py(commands))
     name, overrides, lengths = next(r for r in recall.EXTRA_RUNS if r[0] == 'infini_seg128')
     assert overrides == next(r[1] for r in recall.EXTRA_RUNS if r[0] == 'infini_wide') and max(lengths) == 6
     args = argparse.Namespace(work=str(tmp_path), threads=1, train_args=[])
