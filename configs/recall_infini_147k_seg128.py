@@ -1,8 +1,8 @@
 # Stage 6 of the 128-token-segment run, infini_seg128 in scripts/recall_cpu.py (docs/recall.md): the
 # stage-5 model (configs/recall_infini_seg128.py, its segments widened from 32 to 128 on 2,304-token examples)
-# fine-tuned on 147,456-token examples = 1,152 segments of 128, as stage 4 was with 32. After stage 5 alone (seed 1)
-# it found 35-55% of 20 keys per depth at 147,456 tokens: the short stage had undone part of what stage 4 taught the
-# memory about filler. Then:
+# fine-tuned on 147,456-token examples = 1,152 segments of 128, as stage 4 was with 32. After stage 5 alone (a trial
+# with --seed=1) it found 35-55% of 20 keys per depth at 147,456 tokens: the short stage had undone part of what stage
+# 4 taught the memory about filler. Then:
 #   python passkey.py --ckpt out-recall-infini-147k-seg128/ckpt.pt --len 1M --trials 10 --depth start,middle
 out_dir = 'out-recall-infini-147k-seg128'
 init_from = 'out-recall-infini-seg128/ckpt.pt'  # weights only, a fresh optimizer
