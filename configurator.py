@@ -207,6 +207,8 @@ def check_config(cfg):
         raise ConfigError(f"tokenizer={cfg['tokenizer']!r}: use 'byte' or 'gpt2'")
     if cfg['passkey_loss'] not in ('answer', 'all'):
         raise ConfigError(f"passkey_loss={cfg['passkey_loss']!r}: use 'answer' or 'all'")
+    if not 0.0 <= cfg['passkey_end_share'] <= 1.0:  # also catches nan
+        raise ConfigError(f"passkey_end_share={cfg['passkey_end_share']} must be a share in [0, 1]")
     if cfg['dataset'] == 'passkey' and cfg['passkey_loss'] == 'all' and cfg['seq_parallel'] > 1:
         raise ConfigError("passkey_loss='all' does not work with seq_parallel > 1; use passkey_loss='answer'")
     if cfg['seq_parallel'] > 1:

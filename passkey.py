@@ -342,15 +342,20 @@ def evaluate(model, tokenizer, lengths, depths, trials, seed, chunk, autocast, l
 # -----------------------------------------------------------------------------
 # fine-tuning data: ~5K-token examples, random depth and key, loss only on the answer's tokens
 
-def finetune_example(pieces, seq_len, generator, key=None, offsets=1):
+def finetune_example(pieces, seq_len, generator, key=None, offsets=1, end_share=0.0):
     """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies. The answer
     starts at one of `offsets` positions, drawn uniformly: a model with segments learns to answer wherever the question
     falls in its segment only if it is trained so (with one length, every example put the answer at one offset, and a
-    prompt a few tokens shorter was answered 14-24% where the trained one was 100%: docs/recall.md). `key` fixes the
-    key (the tests use it); the generator is advanced the same either way."""
+    prompt a few tokens shorter was answered 14-24% where the trained one was 100%: docs/recall.md). The key's depth is
+    uniform, except that an `end_share` of the examples put the key line right before the question (depth 1, where
+    `--depth end` puts it): at a uniform depth a key almost never lies in the question's own segment, and a model with
+    128-token segments never learned to copy it from there (docs/recall.md). `key` fixes the key (the tests use it);
+    the generator is advanced the same either way (and as before end_share existed when it is 0)."""
     drawn = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
     key = drawn if key is None else key
     depth = float(torch.rand(1, generator=generator))
+    if end_share > 0 and float(torch.rand(1, generator=generator)) < end_share:
+        depth = 1.0
     answer = pieces.answer(key)
     total = seq_len + 1
     # One token less than would fit, so that something always follows the answer: the loss must see where the number
@@ -363,10 +368,11 @@ def finetune_example(pieces, seq_len, generator, key=None, offsets=1):
     return np.concatenate((prompt.ids, answer, tail)), len(prompt.ids), len(answer)
 
 
-def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answer', offsets=1):
+def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answer', offsets=1, end_share=0.0):
     """(x, y) int64 (batch_size, seq_len): passkey examples of seq_len tokens, y = x shifted by one and -1
     everywhere but on the answer's tokens, so the loss (ignore_index=-1) is the answer's alone. The answer starts at
-    one of `offsets` positions (alignment_period(config): at every position of a segment).
+    one of `offsets` positions (alignment_period(config): at every position of a segment); an `end_share` of the
+    keys lie right before the question (finetune_example).
     loss='all': (x, y, answer), y every next token and `answer` a bool mask of the answer's targets and of the
     token after it (where the number ends: without it, a model trained on mostly 5-digit keys gave 4-digit keys a
     fifth digit), for a loss on every token plus the answer's own mean (train.py's passkey_loss='all').
@@ -380,7 +386,7 @@ def sample_finetune_batch(tokenizer, batch_size, seq_len, generator, loss='answe
     y = torch.empty(batch_size, seq_len, dtype=torch.long)
     answer = torch.zeros(batch_size, seq_len, dtype=torch.bool)
     for b in range(batch_size):
-        tokens, start, n = finetune_example(pieces, seq_len, generator, offsets=offsets)
+        tokens, start, n = finetune_example(pieces, seq_len, generator, offsets=offsets, end_share=end_share)
         tokens = torch.from_numpy(tokens)
         x[b], y[b] = tokens[:-1], tokens[1:]
         answer[b, start - 1:start - 1 + n] = True  # position t predicts token t + 1
@@ -394,9 +400,10 @@ class PasskeyData:
         data = PasskeyData(ckpt['tokenizer'], offsets=alignment_period(model.config))
         x, y = data.sample_batch(batch_size, seq_len, generator)"""
 
-    def __init__(self, tokenizer_name, loss='answer', offsets=1):
+    def __init__(self, tokenizer_name, loss='answer', offsets=1, end_share=0.0):
         from tokenizer import get_tokenizer
         self.tokenizer, self.loss, self.offsets = get_tokenizer(tokenizer_name), loss, offsets
+        self.end_share = end_share
         self.meta = {'tokenizer': self.tokenizer.name, 'vocab_size': self.tokenizer.vocab_size,
                      'eot': self.tokenizer.eot, 'source': 'passkey examples, generated (passkey.py)'}
 
@@ -404,7 +411,8 @@ class PasskeyData:
         return 0  # generated on the fly: there is no corpus to count
 
     def sample_batch(self, batch_size, seq_len, generator):
-        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator, self.loss, self.offsets)
+        return sample_finetune_batch(self.tokenizer, batch_size, seq_len, generator, self.loss, self.offsets,
+                                     self.end_share)
 
 
 # -----------------------------------------------------------------------------

@@ -62,6 +62,8 @@ DEFAULTS = dict(
     tokenizer='byte',            # dataset='passkey' from scratch: 'byte' | 'gpt2' (a fine-tune keeps its checkpoint's)
     passkey_loss='all',          # dataset='passkey': 'answer' (the answer's tokens, as the paper's fine-tuning) |
                                  # 'all' (every token + the answer's mean); validation scores the answer alone
+    passkey_end_share=0.0,       # dataset='passkey': the share of training examples with the key right before the
+                                 # question (the rest at a uniform depth; validation stays uniform)
     data_dir='data/synthetic',   # dataset='tokens': made by data/<name>/prepare.py; data/synthetic is made on first use
     batch_size=16,               # windows per process and micro-step
     seq_len=288,                 # tokens per window: seq_len/segment_len segments, full backprop through all
@@ -189,7 +191,8 @@ def load_data(cfg, ckpt, master, ddp):
     if cfg['dataset'] == 'passkey':  # generated examples in the tokenizer of the checkpoint being fine-tuned
         from passkey import PasskeyData
         tokenizer = ckpt['tokenizer'] if ckpt is not None else cfg['tokenizer']
-        train, val = PasskeyData(tokenizer, cfg['passkey_loss']), PasskeyData(tokenizer, 'answer')
+        train = PasskeyData(tokenizer, cfg['passkey_loss'], end_share=cfg['passkey_end_share'])
+        val = PasskeyData(tokenizer, 'answer')
         try:  # too short a seq_len for an example is a config mistake: say so before training starts
             train.sample_batch(1, cfg['seq_len'], torch.Generator().manual_seed(0))
         except ValueError as e:

@@ -215,6 +215,35 @@ def test_training_examples_put_the_answer_at_every_offset(tokenizers, name):
                 assert len(set(starts)) == 32 and max(map(starts.count, set(starts))) < 3 * len(starts) / 32
 
 
+def test_an_end_share_of_the_examples_put_the_key_right_before_the_question():
+    """end_share: that share of the keys lies right before the question (where --depth end puts it), the rest at a
+    uniform depth; end_share=0 draws exactly the examples drawn before it existed (finetune_example's own draws)."""
+    pieces = passkey.Pieces(get_tokenizer('byte'))
+    seq_len, question = 2304, len(pieces.question)
+
+    def key_at_end(ids, start, n):  # the key line's last byte is the one before the question's first
+        key = int(bytes(ids[start:start + n].tolist()).decode())
+        line = pieces.key_line(key)
+        return np.array_equal(ids[start - question - len(line):start - question], line)
+
+    for share, low, high in ((0.0, 0, 10), (0.25, 80, 140), (1.0, 400, 400)):
+        generator = torch.Generator().manual_seed(0)
+        at_end = sum(key_at_end(*passkey.finetune_example(pieces, seq_len, generator, offsets=32, end_share=share))
+                     for _ in range(400))
+        assert low <= at_end <= high, (share, at_end)
+
+    def examples(**end_share):
+        generator = torch.Generator().manual_seed(1)
+        return [passkey.finetune_example(pieces, seq_len, generator, offsets=32, **end_share)[0] for _ in range(20)]
+
+    assert all(np.array_equal(a, b) for a, b in zip(examples(), examples(end_share=0.0)))
+    data = passkey.PasskeyData('byte', end_share=1.0)
+    x, y = data.sample_batch(3, seq_len, torch.Generator().manual_seed(2))
+    for b in range(3):  # the share reaches the batches train.py samples (passkey_end_share)
+        start = int((y[b] != -1).nonzero()[0]) + 1
+        assert key_at_end(torch.cat((x[b], y[b, -1:])).numpy(), start, len(y[b][y[b] != -1]))
+
+
 def test_passkey_data_stands_in_for_token_data():
     data = passkey.PasskeyData('byte')
     assert data.meta['tokenizer'] == 'byte' and data.meta['vocab_size'] == 256

@@ -445,7 +445,7 @@ def test_recall_from_scratch_on_generated_passkeys_logs_the_memory_gates(tmp_pat
 
 def test_bad_passkey_settings_are_one_line(tmp_path):
     for bad, says in (("--passkey_loss=some", "passkey_loss='some'"), ("--tokenizer=bpe", "tokenizer='bpe'"),
-                      ("--gate_init=(1.0, 2.0, 3.0)", "gate_init")):
+                      ("--gate_init=(1.0, 2.0, 3.0)", "gate_init"), ("--passkey_end_share=1.5", "in \\[0, 1\\]")):
         with pytest.raises(SystemExit, match=says):
             train.main(["configs/recall_infini.py", f"--out_dir={tmp_path}", bad])
 
