@@ -11,8 +11,8 @@ already, stop at 8x or 1x), stage 1 at its own 288. For gca it also reports how 
 Three more runs train and evaluate only when --only names them: infini_sliding (not the paper's local attention: see
 EXTRA_RUNS) and infini_wide (the same model with the paper's) go on to stage 5 (configs/recall_infini_147k_more.py,
 100 more steps at 147,456); infini_seg128 takes infini_wide's four stages, then widens its segments from 32 to 128
-tokens (stages 5 and 6: configs/recall_infini_seg128.py, configs/recall_infini_147k_seg128.py). Each is evaluated
-after its last stage from 2,304 tokens to 1M.
+tokens (stages 5 and 6: configs/recall_infini_seg128.py, configs/recall_infini_147k_seg128.py; stage 7: stage 6's
+config once more). Each is evaluated after its last stage from 2,304 tokens to 1M (infini_seg128 after stage 6 too).
 
     python scripts/recall_cpu.py                         # every run below, seeds 1-3; results/recall_cpu.json, .png
     python scripts/recall_cpu.py --only infini_delta --seeds 4 --trials 20 --work out-recall   # out-recall/...
@@ -46,10 +46,11 @@ from sample import check_output, pyplot, save_figure, save_report  # noqa: E402
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
 # infini_linear four. Stage 5 (infini_sliding, infini_wide) is 100 more steps on stage 4's length at a lower learning
 # rate. infini_seg128 has stages of its own after the fourth (STAGES_OF): the same model with 128-token segments,
-# fine-tuned on stage 2's length, then on stage 4's.
+# fine-tuned on stage 2's length, then twice on stage 4's (the second time took both seeds tried to 90% at 1M).
 STAGES = ('configs/recall_infini.py', 'configs/recall_infini_long.py',
           'configs/recall_infini_18k.py', 'configs/recall_infini_147k.py', 'configs/recall_infini_147k_more.py')
-STAGES_OF = {'infini_seg128': STAGES[:4] + ('configs/recall_infini_seg128.py', 'configs/recall_infini_147k_seg128.py')}
+STAGES_OF = {'infini_seg128': STAGES[:4] + ('configs/recall_infini_seg128.py',) +
+                              ('configs/recall_infini_147k_seg128.py',) * 2}
 STAGE1_LEN = 288
 TRAIN_LEN = 2304
 MILLION = 1 << 20
@@ -83,19 +84,22 @@ RUNS = [
 # stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5. infini_wide is the same with the paper's local
 # attention, to set beside it on the same curve: about 1.1 hours a seed. infini_seg128 is infini_wide with its segments
 # widened to 128 tokens after stage 4 (so that fewer answers run across a boundary; the memory is the paper's): about
-# 15 minutes more than infini_wide on 2 threads, 12 of them stage 6.
+# 27 minutes more than infini_wide on 2 threads, 12 each for stages 6 and 7.
 WIDE = ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)']
 TO_1M = {2: LENGTHS[:1], 5: LENGTHS}
 EXTRA_RUNS = [
     ('infini_sliding', WIDE + ['--infini_local=sliding'], TO_1M),
     ('infini_wide', WIDE, TO_1M),
-    ('infini_seg128', WIDE, {2: LENGTHS[:1], 6: LENGTHS}),
+    ('infini_seg128', WIDE, {2: LENGTHS[:1], 6: LENGTHS, 7: LENGTHS}),
 ]
 
 
 def stage_seed(seed, stage):
     """train.py's --seed for a stage: the run's, but the stages after the fourth train on a length an earlier stage
-    trained on and would otherwise draw its first examples a second time."""
+    trained on and would otherwise draw its first examples a second time (+ 100); stage 7 (infini_seg128's stage 6
+    once more) trains on stage 6's length as well (+ 200)."""
+    if stage >= 7:
+        return seed + 200
     return seed + 100 if stage >= 5 else seed
 
 
@@ -278,7 +282,7 @@ def plot(results, path):
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    markers = {2: 'o', 3: 's', 4: '^', 5: 'v', 6: 'D'}
+    markers = {2: 'o', 3: 's', 4: '^', 5: 'v', 6: 'D', 7: 'P'}
     for color, (name, r) in zip(plt.rcParams['axes.prop_cycle'].by_key()['color'] * 2, results.items()):
         for stage in sorted({c['stage'] for c in r['eval'] if c['stage'] > 1}):
             for depth, line in (('start', '-'), ('middle', '--')):

@@ -298,18 +298,21 @@ def test_each_stage_starts_from_the_one_before_and_stage_5_draws_new_examples(tm
 
 def test_the_128_token_segment_run_is_infini_wide_to_stage_4_then_widens_its_segments(tmp_path, monkeypatch):
     """infini_seg128 trains (or reuses) infini_wide's first four stages, then stage 5 on 2,304-token examples and
-    stage 6 on 147,456, both with segment_len 128, each from the stage before and with new examples (seed + 100)."""
+    stages 6 and 7 on 147,456, all with segment_len 128, each from the stage before and with new examples (seed + 100;
+    stage 7, stage 6's config again, seed + 200)."""
     recall, commands = load_script('recall_cpu'), []
     monkeypatch.setattr(recall, 'run', fake_train_py(commands))
     name, overrides, lengths = next(r for r in recall.EXTRA_RUNS if r[0] == 'infini_seg128')
-    assert overrides == next(r[1] for r in recall.EXTRA_RUNS if r[0] == 'infini_wide') and max(lengths) == 6
+    assert overrides == next(r[1] for r in recall.EXTRA_RUNS if r[0] == 'infini_wide') and max(lengths) == 7
     args = argparse.Namespace(work=str(tmp_path), threads=1, train_args=[])
-    recall.train(name, overrides, 6, 3, args)
+    recall.train(name, overrides, 7, 3, args)
     configs = [c[1] for c in commands]
-    assert configs[:4] == list(recall.STAGES[:4]) and len(configs) == 6
-    assert [next(a for a in c if a.startswith('--seed=')) for c in commands] == ['--seed=3'] * 4 + ['--seed=103'] * 2
-    assert f"--init_from={tmp_path / name / 'seed3' / 'stage5' / 'ckpt.pt'}" in commands[5]
-    for config, length in zip(configs[4:], (recall.TRAIN_LEN, 64 * recall.TRAIN_LEN)):
+    assert configs[:4] == list(recall.STAGES[:4]) and len(configs) == 7 and configs[6] == configs[5]
+    seeds = [next(a for a in c if a.startswith('--seed=')) for c in commands]
+    assert seeds == ['--seed=3'] * 4 + ['--seed=103'] * 2 + ['--seed=203']
+    for stage in (5, 6):
+        assert f"--init_from={tmp_path / name / 'seed3' / f'stage{stage}' / 'ckpt.pt'}" in commands[stage]
+    for config, length in zip(configs[4:], (recall.TRAIN_LEN, 64 * recall.TRAIN_LEN, 64 * recall.TRAIN_LEN)):
         settings, explicit = get_config(train.DEFAULTS, [config])
         assert settings['segment_len'] == 128 and settings['seq_len'] == length and 'segment_len' in explicit
         check_config(settings)
