@@ -21,7 +21,7 @@ config once more). Each is evaluated after its last stage from 2,304 tokens to 1
     python scripts/recall_cpu.py --only infini_seg128 --seeds 1 --trials_1m 50 --threads 2   # the paper's, to 1M again
 
 Each run is trained and evaluated once per seed (--seed of every stage: the initialisation and the generated
-examples; from stage 5 on the seed + 100, as those stages train on lengths an earlier stage drew from), and every
+examples; + 100 for each earlier stage of the run on the same length, whose examples it would draw again), and every
 cell is reported as the mean over the seeds with its min and max; the JSON keeps each seed's numbers, and for each
 stage how many seeds reached an answer loss below 0.1 (learned the task).
 Only the full recipe (no --only, the default seeds and trials, no train.py overrides) writes results/; any other run
@@ -41,6 +41,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from configurator import read_config_file, resolve_config_path  # noqa: E402
 from sample import check_output, pyplot, save_figure, save_report  # noqa: E402
 
 # Each stage fine-tunes the one before on 8x longer examples; all runs take the first two, infini_delta three and
@@ -94,13 +95,13 @@ EXTRA_RUNS = [
 ]
 
 
-def stage_seed(seed, stage):
-    """train.py's --seed for a stage: the run's, but the stages after the fourth train on a length an earlier stage
-    trained on and would otherwise draw its first examples a second time (+ 100); stage 7 (infini_seg128's stage 6
-    once more) trains on stage 6's length as well (+ 200)."""
-    if stage >= 7:
-        return seed + 200
-    return seed + 100 if stage >= 5 else seed
+def stage_seed(seed, configs, stage):
+    """train.py's --seed for stage `stage` (from 1) of a run's `configs`: the run's seed + 100 for every earlier stage
+    that trained on the same length, whose first examples it would otherwise draw again (stage 5 on stage 4's length:
+    + 100; infini_seg128's stage 7 on the length of stages 4 and 6: + 200)."""
+    def length(config):
+        return read_config_file(resolve_config_path(config))['seq_len']
+    return seed + 100 * sum(length(c) == length(configs[stage - 1]) for c in configs[:stage - 1])
 
 
 def parse_seeds(text):
@@ -144,10 +145,11 @@ def train(name, overrides, n_stages, seed, args):
     A stage is done when its checkpoint and summary.json are there; it is reused when its settings are these and it
     was fine-tuned from the checkpoint now in the stage before, and refused (not replaced) otherwise."""
     stages, init, before = [], [], None
-    for i, config in enumerate(STAGES_OF.get(name, STAGES)[:n_stages]):
+    configs = STAGES_OF.get(name, STAGES)
+    for i, config in enumerate(configs[:n_stages]):
         stage_dir = os.path.join(seed_dir(args, name, seed), f'stage{i + 1}')
         summary, ckpt = os.path.join(stage_dir, 'summary.json'), os.path.join(stage_dir, 'ckpt.pt')
-        seed_arg = f'--seed={stage_seed(seed, i + 1)}'
+        seed_arg = f'--seed={stage_seed(seed, configs, i + 1)}'
         settings = [config, *overrides, seed_arg, *args.train_args]
         done = None
         if os.path.exists(summary) and os.path.exists(ckpt):
