@@ -196,7 +196,7 @@ def check_config(cfg):
                 'seq_parallel'):
         if cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]} must be at least 1")
-    for key in ('max_iters', 'ckpt_interval', 'warmup_iters', 'lr_decay_iters'):
+    for key in ('max_iters', 'ckpt_interval', 'warmup_iters', 'lr_decay_iters', 'passkey_one_offset_iters'):
         if cfg[key] < 0:
             raise ConfigError(f"{key}={cfg[key]} must be >= 0")
     if cfg['dtype'] not in ('auto', 'float32', 'bfloat16'):

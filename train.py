@@ -64,6 +64,9 @@ DEFAULTS = dict(
                                  # 'all' (every token + the answer's mean); validation scores the answer alone
     passkey_end_share=0.0,       # dataset='passkey': the share of training examples with the key right before the
                                  # question (the rest at a uniform depth; validation stays uniform)
+    passkey_one_offset_iters=0,  # dataset='passkey': the first this many steps put the answer at one position of its
+                                 # segment (the example's end), the rest at every position: a curriculum (validation
+                                 # asks at every position throughout)
     data_dir='data/synthetic',   # dataset='tokens': made by data/<name>/prepare.py; data/synthetic is made on first use
     batch_size=16,               # windows per process and micro-step
     seq_len=288,                 # tokens per window: seq_len/segment_len segments, full backprop through all
@@ -328,10 +331,22 @@ def estimate_val_loss(model, data, cfg, autocast, device, dp_rank, world, sp=(No
     return loss.item()
 
 
+def val_loss_at_one_offset(model, data, cfg, autocast, device, dp_rank, world, sp):
+    """estimate_val_loss on examples that end with their answer: during passkey_one_offset_iters, the position being
+    trained, so the log shows when the first part of the curriculum has been learned (val_loss, at every position,
+    shows it only after the switch)."""
+    every_offset, data.offsets = data.offsets, 1
+    try:
+        return estimate_val_loss(model, data, cfg, autocast, device, dp_rank, world, sp)
+    finally:
+        data.offsets = every_offset
+
+
 # -----------------------------------------------------------------------------
 # logging
 
-LOG_FIELDS = ['iter', 'loss', 'val_loss', 'lr', 'tokens', 'tokens_per_sec', 'mfu', 'elapsed_s', 'gates']
+LOG_FIELDS = ['iter', 'loss', 'val_loss', 'val_loss_one_offset', 'lr', 'tokens', 'tokens_per_sec', 'mfu', 'elapsed_s',
+              'gates']
 
 
 class Log:
@@ -386,7 +401,9 @@ def report_eval(row, saver, master):
                          f"Last good checkpoint: {saver.last_good()}. Try a lower learning_rate.")
     if master:
         gates = f" | memory gates {describe_gates(row['gates'])}" if row['gates'] else ''
-        tqdm.write(f"step {row['iter']}: val loss {row['val_loss']:.4f}{gates}")
+        one = row.get('val_loss_one_offset')
+        one = f" (answer at the example's end: {one:.4f})" if one is not None else ''
+        tqdm.write(f"step {row['iter']}: val loss {row['val_loss']:.4f}{one}{gates}")
 
 
 def report_end(log, model, cfg, saver, iter_num, seconds, val_loss):
@@ -457,7 +474,7 @@ def train(argv, made_dirs):
                                           autocast, world)
     if cfg['dataset'] == 'passkey':  # examples put the answer at every position of a segment, not at one
         from passkey import alignment_period
-        train_data.offsets = val_data.offsets = alignment_period(raw_model.config)
+        every_offset = train_data.offsets = val_data.offsets = alignment_period(raw_model.config)
     optimizer = raw_model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'], cfg['gate_lr'],
                                                (cfg['beta1'], cfg['beta2']), device_type)
     iter_num, best_val_loss = (ckpt['iter_num'], ckpt['best_val_loss']) if resume else (0, float('inf'))
@@ -493,6 +510,9 @@ def train(argv, made_dirs):
             if iter_num % cfg['eval_interval'] == 0 or last_step:
                 val_loss = estimate_val_loss(eval_model, val_data, cfg, autocast, device, dp_rank, world, sp)
                 row.update(val_loss=val_loss, gates=memory_gates(raw_model))
+                if cfg['dataset'] == 'passkey' and iter_num < cfg['passkey_one_offset_iters']:
+                    row['val_loss_one_offset'] = val_loss_at_one_offset(eval_model, val_data, cfg, autocast, device,
+                                                                        dp_rank, world, sp)
                 report_eval(row, saver, master)
                 improved, best_val_loss = val_loss < best_val_loss, min(best_val_loss, val_loss)
                 if (improved or cfg['always_save_checkpoint'] or last_step) and iter_num > 0:
@@ -505,6 +525,8 @@ def train(argv, made_dirs):
                 break
 
             # one optimizer step
+            if cfg['dataset'] == 'passkey':  # set from the step, so that a resumed run draws the same examples
+                train_data.offsets = 1 if iter_num < cfg['passkey_one_offset_iters'] else every_offset
             t_step, lr = time.time(), set_lr(optimizer, iter_num, cfg)
             lossf, stop_asked = train_step(model, optimizer, train_data, data_gen, cfg, gas, autocast, device, sp,
                                            ddp, stop.signum)

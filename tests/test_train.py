@@ -445,7 +445,7 @@ def test_recall_from_scratch_on_generated_passkeys_logs_the_memory_gates(tmp_pat
 
 def test_bad_passkey_settings_are_one_line(tmp_path):
     for bad, says in (("--passkey_loss=some", "passkey_loss='some'"), ("--tokenizer=bpe", "tokenizer='bpe'"),
-                      ("--gate_init=(1.0, 2.0, 3.0)", "gate_init"), ("--passkey_end_share=1.5", "in \\[0, 1\\]")):
+                      ("--gate_init=(1.0, 2.0)", "gate_init"), ("--passkey_end_share=1.5", "in \\[0, 1\\]")):
         with pytest.raises(SystemExit, match=says):
             train.main(["configs/recall_infini.py", f"--out_dir={tmp_path}", bad])
 
@@ -507,3 +507,31 @@ def test_the_seed_sets_both_the_initial_weights_and_the_generated_examples(tmp_p
     assert torch.equal(w1, w1_again) and all(torch.equal(a, b) for a, b in zip(b1, b1_again))
     assert len(b1) == len(b2) >= 2  # training and validation examples
     assert not torch.equal(w1, w2) and not any(torch.equal(a, b) for a, b in zip(b1, b2))
+
+
+def test_passkey_one_offset_iters_put_the_answer_at_one_position_first_also_after_a_resume(tmp_path, monkeypatch):
+    """The curriculum: the first passkey_one_offset_iters steps train on examples that end with the answer (one
+    position in its segment), the rest on the answer at every position; validation asks at every position always.
+    The switch is read from the step, so a run resumed in the middle draws what an unbroken run would. While the
+    answer sits at one position, each evaluation also logs the val loss there (val_loss_one_offset)."""
+    from passkey import PasskeyData
+    real_sample = PasskeyData.sample_batch
+    seen = []
+
+    def sample_batch(self, batch_size, seq_len, generator):
+        if batch_size == 2:  # not load_data's one-example length check
+            seen.append((self.loss, self.offsets))
+        return real_sample(self, batch_size, seq_len, generator)
+
+    monkeypatch.setattr(PasskeyData, "sample_batch", sample_batch)
+    args = [f"--out_dir={tmp_path}", "--batch_size=2", "--eval_iters=1", "--eval_interval=100", "--threads=1",
+            "--device=cpu", "--passkey_one_offset_iters=2"]
+    train.main(args + ["--max_iters=1"])
+    train.main(args + ["--max_iters=4", "--init_from=resume"])
+    assert [offsets for loss, offsets in seen if loss == 'all'] == [1, 1, 32, 32]  # training: steps 0 | 1, 2, 3
+    # validation: at steps 0 and 1 (the end of the first run) at every position, then at the trained one; at 4 at every
+    assert [offsets for loss, offsets in seen if loss == 'answer'] == [32, 1, 32, 1, 32]
+    rows = [r for r in map(json.loads, open(tmp_path / "log.jsonl")) if r.get("val_loss") is not None]
+    assert [(r["iter"], "val_loss_one_offset" in r) for r in rows] == [(0, True), (4, False)]
+    with pytest.raises(SystemExit, match="passkey_one_offset_iters=-1 must be >= 0"):
+        train.main(args + ["--passkey_one_offset_iters=-1"])
