@@ -1,8 +1,8 @@
 """
 Does the memory remember? Passkey retrieval by tiny models trained on 2 CPU cores.
 
-Trains each run in stages -- configs/recall_infini.py (2 layers, n_embd 64, byte tokens, generated passkey examples
-of 288 tokens = 9 segments of 32), then configs/recall_infini_long.py (the same model fine-tuned on 2304-token
+Trains each run in stages -- configs/recall_infini.py (2 layers, n_embd 96, 3 heads, byte tokens, generated passkey
+examples of 288 tokens = 9 segments of 32), then configs/recall_infini_long.py (the same model fine-tuned on 2304-token
 examples, 72 segments) -- once per attention kind; only the attention differs. The Infini runs go on to stage 3
 (configs/recall_infini_18k.py, 18,432-token examples), infini_linear to stage 4 (configs/recall_infini_147k.py,
 147,456). Then evaluates the checkpoints with passkey.py (the same streaming path as any user): each stage from its
@@ -31,6 +31,7 @@ interrupted run continues where it stopped; a stage trained with other settings 
 Only start and middle test the memory: a key in the question's own segment is in reach of local attention.
 """
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -78,20 +79,20 @@ RUNS = [
     ('dilated', ['--attn=dilated', '--dilated_segments=(32,128,512,4096)', '--dilated_rates=(1,4,16,128)'],
      {2: LENGTHS[:2]}),
 ]
-# Not in the full recipe, only with --only: the 1M recipe of docs/recall.md, on the wider model whose stage 1 learns
-# more surely (n_embd 96, 3 heads of 32: 1 memory + 2 local), evaluated after stage 5 from the training length to 1M.
+# Not in the full recipe, only with --only: the 1M recipe of docs/recall.md (infini_wide is named for the wider model,
+# n_embd 96 with 3 heads of 32, which was an override here before stage 1's config took it), evaluated after stage 5
+# from the training length to 1M.
 # infini_sliding has a departure from the paper, a sliding window of segment_len tokens in place of its local attention
 # (model.py, infini_local='sliding'; the memory is the paper's): about 1.8 hours a seed on 2 threads, an hour of it
 # stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5. infini_wide is the same with the paper's local
 # attention, to set beside it on the same curve: about 1.1 hours a seed. infini_seg128 is infini_wide with its segments
 # widened to 128 tokens after stage 4 (so that fewer answers run across a boundary; the memory is the paper's): about
 # 27 minutes more than infini_wide on 2 threads, 12 each for stages 6 and 7.
-WIDE = ['--n_embd=96', '--n_head=3', '--gate_init=(3,-3,-3)']
 TO_1M = {2: LENGTHS[:1], 5: LENGTHS}
 EXTRA_RUNS = [
-    ('infini_sliding', WIDE + ['--infini_local=sliding'], TO_1M),
-    ('infini_wide', WIDE, TO_1M),
-    ('infini_seg128', WIDE, {2: LENGTHS[:1], 6: LENGTHS, 7: LENGTHS}),
+    ('infini_sliding', ['--infini_local=sliding'], TO_1M),
+    ('infini_wide', [], TO_1M),
+    ('infini_seg128', [], {2: LENGTHS[:1], 6: LENGTHS, 7: LENGTHS}),
 ]
 
 
@@ -136,14 +137,32 @@ def trained_with(summary):
     return [a for a in summary['command'].split()[2:] if not a.startswith(('--out_dir=', '--init_from=', '--threads='))]
 
 
+def config_digest(config):
+    """sha256 of a config file's text: a stage is reused only if its config still says what it said then."""
+    with open(config, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def not_reusable(done, settings, config, before, stage_before):
+    """Why a finished stage (its summary `done`) is not the one asked for now, or None when it is."""
+    if trained_with(done) != settings:
+        return f"with {' '.join(trained_with(done))}"
+    if done.get('config_sha256') != config_digest(config):
+        return f"with another {config} (it changed since, or the stage is older than this check)"
+    if done.get('init') != before:
+        return f"from an earlier stage{stage_before} checkpoint"
+    return None
+
+
 def seed_dir(args, name, seed):
     return os.path.join(args.work, name, f'seed{seed}')
 
 
 def train(name, overrides, n_stages, seed, args):
     """The stages in turn, each from the checkpoint of the one before; returns what each took and ended with.
-    A stage is done when its checkpoint and summary.json are there; it is reused when its settings are these and it
-    was fine-tuned from the checkpoint now in the stage before, and refused (not replaced) otherwise."""
+    A stage is done when its checkpoint and summary.json are there; it is reused when its settings and its config
+    file's text are these and it was fine-tuned from the checkpoint now in the stage before, and refused (not
+    replaced) otherwise."""
     stages, init, before = [], [], None
     configs = STAGES_OF.get(name, STAGES)
     for i, config in enumerate(configs[:n_stages]):
@@ -155,9 +174,8 @@ def train(name, overrides, n_stages, seed, args):
         if os.path.exists(summary) and os.path.exists(ckpt):
             with open(summary) as f:
                 done = json.load(f)
-            if trained_with(done) != settings or done.get('init') != before:
-                why = f"with {' '.join(trained_with(done))}" if trained_with(done) != settings else \
-                    f"from an earlier stage{i} checkpoint"
+            why = not_reusable(done, settings, config, before, i)
+            if why:
                 raise SystemExit(f"error: {stage_dir} was trained {why}, not {' '.join(settings)}; delete it and the "
                                  f"stages after it to train them again, or use another --work")
         if done is None:  # not started, or stopped before its checkpoint and summary were both written
@@ -178,7 +196,8 @@ def train(name, overrides, n_stages, seed, args):
             if not os.path.exists(ckpt) or not evals:
                 raise SystemExit(f"error: train.py saved no checkpoint in {stage_dir} (log {stage_dir}/train.out); "
                                  f"a stage needs at least one step (--max_iters=1 or more)")
-            done = dict(command='python ' + ' '.join(cmd), settings=settings, init=before,
+            done = dict(command='python ' + ' '.join(cmd), settings=settings, config_sha256=config_digest(config),
+                        init=before,
                         trained=time.strftime('%Y-%m-%dT%H:%M:%S'), seconds=round(seconds, 1), steps=evals[-1]['iter'],
                         val_answer_loss=evals[-1]['val_loss'], gates=evals[-1].get('gates'))
             with open(summary, 'w') as f:

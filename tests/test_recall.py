@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -182,6 +183,24 @@ def test_a_stage_trained_with_other_settings_is_refused_not_replaced(smoke):
     error = done.stderr.strip().splitlines()[-1]
     assert done.returncode != 0 and error.startswith(f"error: {work / 'local' / 'seed1' / 'stage1'} was trained with ")
     assert '--max_iters=2' in error and 'delete it' in error
+    assert ckpt.stat().st_mtime == mtime
+
+
+def test_a_stage_trained_from_a_config_that_changed_since_is_refused(smoke, tmp_path):
+    """The settings on the command line are the same, but the config file said something else when the stage was
+    trained (a recipe edited in place): the stage is refused, not reused as if it were the new recipe's."""
+    work = tmp_path / 'work'
+    shutil.copytree(smoke[0], work)
+    summary = work / 'local' / 'seed1' / 'stage1' / 'summary.json'
+    done = json.loads(summary.read_text())
+    digest = load_script('recall_cpu').config_digest(os.path.join(REPO, 'configs', 'recall_infini.py'))
+    assert done['config_sha256'] == digest
+    summary.write_text(json.dumps({**done, 'config_sha256': '0' * 64}))
+    ckpt = summary.parent / 'ckpt.pt'
+    mtime = ckpt.stat().st_mtime
+    done = run_recall(*TINY, '--work', str(work), '--trials', '1')
+    error = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and "was trained with another configs/recall_infini.py (it changed since" in error
     assert ckpt.stat().st_mtime == mtime
 
 
