@@ -5,10 +5,10 @@ stream grows to 1M tokens, and the peak memory (RSS) of the batch, next to Infin
     python scripts/bench_gca_store.py --json gca_store.json                   # batch 16 x 1M tokens, gca and infini
     python scripts/bench_gca_store.py --batch 4 --len 256K --json quick.json  # a quick look
 
-Random-weights models of the recall size (configs/recall_infini.py; gca as scripts/recall_cpu.py trains it):
-2 layers, n_embd 64, 2 heads, byte tokens; gca: chunks of 16, a window of 32, top-8, 1 lower layer; infini:
-segments of 32. Random tokens are streamed --call tokens per call (passkey.py's default on a CPU), as
-sample.stream does: inference mode, no LM head until the end. Each model runs in its own process, so the
+Random-weights models of the recall size as it was before stage 1 (configs/recall_infini.py) took n_embd 96, with gca
+as scripts/recall_cpu.py trains it: 2 layers, n_embd 64, 2 heads, byte tokens; gca: chunks of 16, a window of 32,
+top-8, 1 lower layer; infini: segments of 32. Random tokens are streamed --call tokens per call (passkey.py's default
+on a CPU), as sample.stream does: inference mode, no LM head until the end. Each model runs in its own process, so the
 peak resident set size read from the kernel (os.wait4) is its own. The time split: attention = the sliding
 window and cross-attention modules (infini: its attention); scoring = ChunkRetriever.retrieve (exact top-k
 over every stored chunk: the one part allowed to grow with the stream); upkeep = grow_store; the rest (MLP,
