@@ -32,7 +32,7 @@ max_iters = 3500
 # A curriculum: the first 2400 steps end every example with its answer (one position in its segment), the rest put it
 # at every position. With the answer at every position from the start the answer loss fell at a step that moved with
 # seed and thread count, and in some runs not in 4,000 steps; with the curriculum the answer at the end was learned by
-# step 1400 at the latest in all 8 runs measured (seeds 1-4 x 1, 2 threads), and the answer at every position
+# step 1700 at the latest in all 8 runs measured (seeds 1-4 x 1, 2 threads), and the answer at every position
 # followed within 50 steps of the switch (docs/recall.md#a-curriculum-the-answer-at-one-position-first).
 passkey_one_offset_iters = 2400
 weight_decay = 0.1
