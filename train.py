@@ -65,8 +65,8 @@ DEFAULTS = dict(
     passkey_end_share=0.0,       # dataset='passkey': the share of training examples with the key right before the
                                  # question (the rest at a uniform depth; validation stays uniform)
     passkey_one_offset_iters=0,  # dataset='passkey': the first this many steps put the answer at one position of its
-                                 # segment (the example's end), the rest at every position: a curriculum (validation
-                                 # asks at every position throughout)
+                                 # segment (the example's end), the rest at every position: a curriculum (val_loss
+                                 # asks at every position throughout; val_loss_one_offset at the end while it lasts)
     data_dir='data/synthetic',   # dataset='tokens': made by data/<name>/prepare.py; data/synthetic is made on first use
     batch_size=16,               # windows per process and micro-step
     seq_len=288,                 # tokens per window: seq_len/segment_len segments, full backprop through all
