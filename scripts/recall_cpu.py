@@ -388,10 +388,12 @@ def main(argv=None):
     for name, runs in per_seed.items():
         cells, learned = over_seeds(runs)
         minutes = [r['minutes'] for r in runs.values()]
-        results[name] = dict(eval=cells, learned=learned, minutes=round(sum(minutes) / len(minutes), 2),
+        trained = next(iter(runs.values()))['stages']
+        results[name] = dict(configs=[trained_with(stage)[0] for stage in trained], eval=cells, learned=learned,
+                             minutes=round(sum(minutes) / len(minutes), 2),
                              minutes_max=max(minutes), seeds=runs)
     print_summary(results, args.seeds)
-    report = dict(configs=STAGES, train_len=TRAIN_LEN, seeds=args.seeds, git_commit=commit,
+    report = dict(train_len=TRAIN_LEN, seeds=args.seeds, git_commit=commit,
                   date=time.strftime('%Y-%m-%d'),
                   machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
                                load_at_end=os.getloadavg()),

@@ -139,6 +139,7 @@ def test_recall_script_trains_both_stages_and_reports_every_cell(smoke):
     run = json.loads((work / 'recall_cpu.json').read_text())['runs']['local']
     stages = run['seeds']['1']['stages']
     assert [s['steps'] for s in stages] == [2, 2]
+    assert run['configs'] == ['configs/recall_infini.py', 'configs/recall_infini_long.py']
     assert 'init_from' in stages[1]['command'] and all('--seed=1' in s['command'] for s in stages)
     assert sorted((c['stage'], c['len'], c['depth']) for c in run['eval']) == sorted(
         (stage, n, d) for stage, n in ((1, 288), (2, 2304), (2, 18432)) for d in ('start', 'middle', 'end'))
