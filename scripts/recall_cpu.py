@@ -388,8 +388,8 @@ def main(argv=None):
     for name, runs in per_seed.items():
         cells, learned = over_seeds(runs)
         minutes = [r['minutes'] for r in runs.values()]
-        trained = next(iter(runs.values()))['stages']
-        results[name] = dict(configs=[trained_with(stage)[0] for stage in trained], eval=cells, learned=learned,
+        stages = len(next(iter(runs.values()))['stages'])
+        results[name] = dict(configs=STAGES_OF.get(name, STAGES)[:stages], eval=cells, learned=learned,
                              minutes=round(sum(minutes) / len(minutes), 2),
                              minutes_max=max(minutes), seeds=runs)
     print_summary(results, args.seeds)
