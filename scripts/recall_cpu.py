@@ -388,8 +388,8 @@ def main(argv=None):
     for name, runs in per_seed.items():
         cells, learned = over_seeds(runs)
         minutes = [r['minutes'] for r in runs.values()]
-        stages = len(next(iter(runs.values()))['stages'])
-        results[name] = dict(configs=STAGES_OF.get(name, STAGES)[:stages], eval=cells, learned=learned,
+        n_stages = len(next(iter(runs.values()))['stages'])
+        results[name] = dict(configs=STAGES_OF.get(name, STAGES)[:n_stages], eval=cells, learned=learned,
                              minutes=round(sum(minutes) / len(minutes), 2),
                              minutes_max=max(minutes), seeds=runs)
     print_summary(results, args.seeds)
