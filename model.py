@@ -282,7 +282,7 @@ class LocalAttention(AttentionBase):
 # - infini_local='sliding': A_dot over the last segment_len tokens (a sliding window) instead of the segment so
 #   far. At a segment boundary the paper's local attention starts afresh and the memory keeps no order, so a
 #   token just past it cannot see what came right before; with short segments that breaks answers whose tokens
-#   run across a boundary (docs/recall.md#where-the-question-falls-in-its-segment). The memory is the paper's.
+#   run across a boundary (docs/recall_1m.md#where-the-question-falls-in-its-segment). The memory is the paper's.
 
 class Memory(NamedTuple):
     M: torch.Tensor  # (B, H, D, D) float32: Σ σ(K)ᵀ V over past segments

@@ -3,7 +3,7 @@
 # length of the one before: the key's share of the memory's read falls as 1/length, and training on longer filler is
 # meant to teach the memory to give filler less weight (scripts/recall_diagnosis.py; what each stage reached:
 # docs/recall.md). With n_embd 96 and the answer at every position of its segment this stage is what carries the
-# key to 1M tokens (docs/recall.md#the-memory-at-1m-tokens); with one alignment it made the end of the number fail.
+# key to 1M tokens (docs/recall_1m.md#the-memory-at-1m-tokens); with one alignment it made the end of the number fail.
 #   python train.py configs/recall_infini_147k.py
 #   python passkey.py --ckpt out-recall-infini-147k/ckpt.pt --len 1M --trials 10 --depth start,middle
 out_dir = 'out-recall-infini-147k'

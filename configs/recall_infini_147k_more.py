@@ -1,4 +1,4 @@
-# Stage 5 of the 1M recipe with the sliding window (docs/recall.md#stage-5-in-the-recipe): 100 more steps on
+# Stage 5 of the 1M recipe with the sliding window (docs/recall_1m.md#stage-5-in-the-recipe): 100 more steps on
 # 147,456-token examples from the stage-4 checkpoint (configs/recall_infini_147k.py), at a third of its learning
 # rate. After stage 4 one seed found the key up to 147K, yet by 1M lost the end of the number (66 / 64% of keys);
 # these steps brought it back (96 / 98%). The model's settings come from the checkpoint; give a seed other than

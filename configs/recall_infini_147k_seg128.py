@@ -6,7 +6,7 @@
 #   python passkey.py --ckpt out-recall-infini-147k-seg128/ckpt.pt --len 1M --trials 10 --depth start,middle
 # Stage 7 is this config once more, from stage 6's checkpoint with new examples (another --seed): it took seeds 1
 # and 2 from 90 / 94 and 92 / 82% to 96 / 98 and 90 / 90% at 1M
-# (docs/recall.md#longer-segments-the-papers-attention-at-1m).
+# (docs/recall_1m.md#longer-segments-the-papers-attention-at-1m).
 out_dir = 'out-recall-infini-147k-seg128'
 init_from = 'out-recall-infini-seg128/ckpt.pt'  # weights only, a fresh optimizer
 dataset = 'passkey'

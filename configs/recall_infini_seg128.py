@@ -3,7 +3,7 @@
 # examples, then stage 6 (configs/recall_infini_147k_seg128.py) at 147,456 tokens. Why: the answer's 6 byte tokens
 # run across a segment boundary in 5 of every 32 positions, and past a boundary the paper's local attention starts
 # afresh while the memory keeps no order, so those answers fail
-# (docs/recall.md#where-the-question-falls-in-its-segment); with 128-token segments it is 5 of 128. No weight depends
+# (docs/recall_1m.md#where-the-question-falls-in-its-segment); with 128-token segments it is 5 of 128. No weight depends
 # on the segment length (RoPE counts positions inside a segment), but the stage-4 model asked with 64- or 128-token
 # segments found only 18-52% of keys at 2,304 tokens: its local attention must learn the longer span. The memory is
 # the paper's, unchanged.
