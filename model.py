@@ -278,7 +278,7 @@ class LocalAttention(AttentionBase):
 # - mem_feature='relu': σ = ReLU instead of ELU + 1. ELU + 1 is never 0, so every token written adds σ(q)·σ(k) > 0
 #   to the read-out's denominator and the key's share of A_mem falls as 1/length
 #   (docs/recall.md#why-accuracy-falls-with-length); ReLU can give an unrelated key exactly zero weight. On the
-#   passkey task it trained worse, and its filler weight did not fall (docs/recall.md, "Toward 1M tokens").
+#   passkey task it trained worse, and its filler weight did not fall (docs/recall_1m.md, "Toward 1M tokens").
 # - infini_local='sliding': A_dot over the last segment_len tokens (a sliding window) instead of the segment so
 #   far. At a segment boundary the paper's local attention starts afresh and the memory keeps no order, so a
 #   token just past it cannot see what came right before; with short segments that breaks answers whose tokens

@@ -21,7 +21,7 @@ For gca, a third: how often the retriever fetched a chunk that holds the key, ag
 A prompt is exactly its length in tokens (the last filler sentence may be cut), and by default each is a random
 0..S-1 tokens shorter than --len, S the model's segment length (gca: its chunk): one length alone puts every answer at
 one position of its segment, and a model trained at one position answered a quarter as often a few tokens off it
-(docs/recall.md). --offsets 1 asks for exactly --len. The fine-tuning examples below spread the answer the same way.
+(docs/recall_1m.md). --offsets 1 asks for exactly --len. The fine-tuning examples below spread the answer the same way.
 Start, middle and end are reported separately because only start and middle test the memory: when the key lies
 in the last segment, local attention alone finds it. The paper's zero-shot Infini model scores ~100% at the end
 but 3-14% at start/middle; after fine-tuning on 5K-token examples it finds the key at every depth up to 1M.
@@ -346,11 +346,11 @@ def finetune_example(pieces, seq_len, generator, key=None, offsets=1, end_share=
     """seq_len + 1 tokens (prompt, answer, then filler to the exact length) and where the answer lies. The answer
     starts at one of `offsets` positions, drawn uniformly: a model with segments learns to answer wherever the question
     falls in its segment only if it is trained so (with one length, every example put the answer at one offset, and a
-    prompt a few tokens shorter was answered 14-24% where the trained one was 100%: docs/recall.md). The key's depth is
-    uniform, except that an `end_share` of the examples put the key line right before the question (depth 1, where
-    `--depth end` puts it): at a uniform depth a key almost never lies in the question's own segment, and a model with
-    128-token segments never learned to copy it from there (a share of 0.25 or 0.5 did not teach it in 500 steps
-    either: docs/recall.md). `key` fixes the key (the tests use it);
+    prompt a few tokens shorter was answered 14-24% where the trained one was 100%: docs/recall_1m.md). The key's
+    depth is uniform, except that an `end_share` of the examples put the key line right before the question (depth 1,
+    where `--depth end` puts it): at a uniform depth a key almost never lies in the question's own segment, and a model
+    with 128-token segments never learned to copy it from there (a share of 0.25 or 0.5 did not teach it in 500 steps
+    either: docs/recall_1m.md). `key` fixes the key (the tests use it);
     the generator is advanced the same either way (and as before end_share existed when it is 0)."""
     drawn = int(torch.randint(1, MAX_KEY + 1, (1,), generator=generator))
     key = drawn if key is None else key

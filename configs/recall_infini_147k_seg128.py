@@ -1,4 +1,4 @@
-# Stages 6 and 7 of the 128-token-segment run, infini_seg128 in scripts/recall_cpu.py (docs/recall.md): the
+# Stages 6 and 7 of the 128-token-segment run, infini_seg128 in scripts/recall_cpu.py (docs/recall_1m.md): the
 # stage-5 model (configs/recall_infini_seg128.py, its segments widened from 32 to 128 on 2,304-token examples)
 # fine-tuned on 147,456-token examples = 1,152 segments of 128, as stage 4 was with 32. After stage 5 alone (a trial
 # with --seed=1) it found 35-55% of 20 keys per depth at 147,456 tokens: the short stage had undone part of what stage

@@ -1,4 +1,4 @@
-# Stage 5 of the 128-token-segment run, infini_seg128 in scripts/recall_cpu.py (docs/recall.md): the
+# Stage 5 of the 128-token-segment run, infini_seg128 in scripts/recall_cpu.py (docs/recall_1m.md): the
 # stage-4 model (configs/recall_infini_147k.py, 32-token segments) fine-tuned with segments of 128 on 2,304-token
 # examples, then stage 6 (configs/recall_infini_147k_seg128.py) at 147,456 tokens. Why: the answer's 6 byte tokens
 # run across a segment boundary in 5 of every 32 positions, and past a boundary the paper's local attention starts

@@ -79,9 +79,9 @@ RUNS = [
     ('dilated', ['--attn=dilated', '--dilated_segments=(32,128,512,4096)', '--dilated_rates=(1,4,16,128)'],
      {2: LENGTHS[:2]}),
 ]
-# Not in the full recipe, only with --only: the 1M recipe of docs/recall.md (infini_wide is named for the wider model,
-# n_embd 96 with 3 heads of 32, which was an override here before stage 1's config took it), evaluated after stage 5
-# from the training length to 1M.
+# Not in the full recipe, only with --only: the 1M recipe of docs/recall_1m.md (infini_wide is named for the wider
+# model, n_embd 96 with 3 heads of 32, which was an override here before stage 1's config took it), evaluated after
+# stage 5 from the training length to 1M.
 # infini_sliding has a departure from the paper, a sliding window of segment_len tokens in place of its local attention
 # (model.py, infini_local='sliding'; the memory is the paper's): about 1.8 hours a seed on 2 threads, an hour of it
 # stage 4 (the window scores 2 x 32 keys per query) and 20 min stage 5. infini_wide is the same with the paper's local
